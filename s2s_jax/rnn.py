@@ -63,12 +63,9 @@ def init_cell_params(
   num_gates = NUM_GATES[cell]
   k_i, k_h = jax.random.split(rng)
   W_i = jax.nn.initializers.lecun_normal()(k_i, (in_size, num_gates * hidden_size), param_dtype)
-  orthogonal = jax.nn.initializers.orthogonal()
-  W_h = jnp.concatenate(
-      [orthogonal(k, (hidden_size, hidden_size), param_dtype)
-       for k in jax.random.split(k_h, num_gates)],
-      axis=1,
-  )
+  # One batched QR for all gate blocks, in float32 (LAPACK has no bfloat16), then cast.
+  Q_GHH = jax.random.orthogonal(k_h, hidden_size, (num_gates,), jnp.float32)
+  W_h = Q_GHH.transpose(1, 0, 2).reshape(hidden_size, num_gates * hidden_size).astype(param_dtype)
   b_i = jnp.zeros((num_gates * hidden_size,), param_dtype)
   if cell == "lstm":
     b_i = b_i.at[hidden_size:2 * hidden_size].set(forget_bias)

@@ -1,0 +1,7 @@
+"""Test setup: 8 fake CPU devices (for the data-parallel tests of later issues), set before jax loads."""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()

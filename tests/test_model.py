@@ -1,0 +1,310 @@
+"""Seq2Seq: one step function behind both drivers, padding invariance, the model variants."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from s2s_jax import BOS_ID, PAD_ID, ModelConfig, Seq2Seq, cross_entropy, token_accuracy
+from s2s_jax import model as model_lib
+
+RTOL, ATOL = 1e-5, 1e-5
+
+VARIANTS = {
+    "none-lstm-bidi-project": dict(attention="none", cell="lstm"),
+    "none-gru-uni-copy": dict(attention="none", cell="gru", bidirectional=False,
+                              encoder_layers=1, decoder_layers=1),
+    "bahdanau-gru-bidi-sum-copy": dict(attention="bahdanau", cell="gru",
+                                       bidirectional_merge="sum", attention_size=6),
+    "luong-dot-lstm-uni": dict(attention="luong", attention_score="dot", bidirectional=False),
+    "luong-general-feed-tied-residual": dict(attention="luong", input_feeding=True,
+                                             tie_embeddings=True, residual=True,
+                                             encoder_layers=3, decoder_layers=2),
+    "luong-general-rnn-shared-zero": dict(attention="luong", cell="rnn", share_embeddings=True,
+                                          bridge="zero", src_vocab_size=13),
+}
+
+
+def make(**overrides):
+  kw = dict(src_vocab_size=11, tgt_vocab_size=13, embed_size=6, hidden_size=8,
+            encoder_hidden_size=None, encoder_layers=2, decoder_layers=2)
+  kw.update(overrides)
+  model = Seq2Seq(ModelConfig(**kw))
+  src, tgt_in = toy_batch()
+  return model, _init(model, src, tgt_in)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model, src, tgt_in):
+  return model.init(jax.random.key(0), src, tgt_in)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _forward(model, variables, src, tgt_in, deterministic=True, rng=None):
+  rngs = None if rng is None else {"dropout": rng}
+  return model.apply(variables, src, tgt_in, deterministic=deterministic, rngs=rngs)
+
+
+def toy_batch():
+  src = jnp.array([[4, 5, 6, 7, 8, 0, 0], [9, 4, 0, 0, 0, 0, 0], [5, 5, 6, 10, 4, 7, 9]])
+  tgt_in = jnp.array([[BOS_ID, 4, 5, 6, 0], [BOS_ID, 7, 0, 0, 0], [BOS_ID, 8, 9, 10, 11]])
+  return src, tgt_in
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model, variables, src):
+  return model.apply(variables, src, method=Seq2Seq.encode)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(model, variables, enc, tgt_in):
+  return model.apply(variables, enc, tgt_in, return_attention=True, method=Seq2Seq.decode)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _step(model, variables, enc, carry, token):
+  return model.apply(variables, enc, carry, token, return_attention=True,
+                     method=Seq2Seq.decode_step)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_teacher_forced_decode_equals_loop_of_decode_steps(variant):
+  model, variables = make(**VARIANTS[variant])
+  src, tgt_in = toy_batch()
+  enc = _encode(model, variables, src)
+  logits, weights = _decode(model, variables, enc, tgt_in)
+  carry, step_logits, step_weights = enc.initial_carry, [], []
+  for t in range(tgt_in.shape[1]):
+    lg, carry, w = _step(model, variables, enc, carry, tgt_in[:, t])
+    step_logits.append(lg)
+    step_weights.append(w)
+  assert logits.shape == (3, 5, 13) and logits.dtype == jnp.float32
+  np.testing.assert_allclose(logits, jnp.stack(step_logits, 1), rtol=RTOL, atol=ATOL)
+  if model.config.attention == "none":
+    assert weights is None and step_weights[0] is None
+  else:
+    np.testing.assert_allclose(weights, jnp.stack(step_weights, 1), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_weights_are_zero_on_padding_and_sum_to_one(variant):
+  model, variables = make(**VARIANTS[variant])
+  if model.config.attention == "none":
+    pytest.skip("no attention")
+  src, tgt_in = toy_batch()
+  _, weights = _decode(model, variables, _encode(model, variables, src), tgt_in)
+  mask = np.asarray(src != PAD_ID)
+  assert weights.shape == (3, 5, 7)
+  np.testing.assert_array_equal(np.asarray(weights)[~np.broadcast_to(mask[:, None], weights.shape)],
+                                0.0)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sentence_alone_and_padded_in_a_batch_give_the_same_states_logits_and_loss(variant):
+  model, variables = make(**VARIANTS[variant])
+  src, tgt_in = toy_batch()
+  tgt_out = jnp.array([[4, 5, 6, 2, 0], [7, 2, 0, 0, 0], [8, 9, 10, 11, 2]])
+  # Sentence 0 alone, without any padding.
+  src_1, tgt_in_1, tgt_out_1 = src[:1, :5], tgt_in[:1, :4], tgt_out[:1, :4]
+  enc_b, enc_1 = _encode(model, variables, src), _encode(model, variables, src_1)
+  np.testing.assert_allclose(enc_b.memory_BSD[0, :5], enc_1.memory_BSD[0], rtol=RTOL, atol=ATOL)
+  np.testing.assert_array_equal(enc_b.memory_BSD[0, 5:], 0.0)
+  np.testing.assert_allclose(enc_b.context_BD[0], enc_1.context_BD[0], rtol=RTOL, atol=ATOL)
+  for got, want in zip(jax.tree.leaves(enc_b.initial_carry), jax.tree.leaves(enc_1.initial_carry),
+                       strict=True):
+    np.testing.assert_allclose(got[0], want[0], rtol=RTOL, atol=ATOL)
+  logits_b, _ = _decode(model, variables, enc_b, tgt_in)
+  logits_1, _ = _decode(model, variables, enc_1, tgt_in_1)
+  np.testing.assert_allclose(logits_b[0, :4], logits_1[0], rtol=RTOL, atol=ATOL)
+  loss_b, n_b = cross_entropy(logits_b[:1], tgt_out[:1])
+  loss_1, n_1 = cross_entropy(logits_1, tgt_out_1)
+  assert n_b == n_1 == 4
+  np.testing.assert_allclose(loss_b, loss_1, rtol=RTOL)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_for_a_sentence_does_not_depend_on_its_batch_mates(variant):
+  model, variables = make(**VARIANTS[variant])
+  src, tgt_in = toy_batch()
+  full, _ = _decode(model, variables, _encode(model, variables, src), tgt_in)
+  swapped_src = src.at[0].set(src[2]).at[2].set(src[0])
+  swapped_tgt = tgt_in.at[0].set(tgt_in[2]).at[2].set(tgt_in[0])
+  other, _ = _decode(model, variables, _encode(model, variables, swapped_src), swapped_tgt)
+  np.testing.assert_allclose(full[0], other[2], rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(full[1], other[1], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("variant", ["none-lstm-bidi-project", "none-gru-uni-copy"])
+def test_no_attention_decoder_reads_the_source_only_through_its_final_state(variant):
+  model, variables = make(**VARIANTS[variant])
+  src, tgt_in = toy_batch()
+  enc_a = _encode(model, variables, src)
+  enc_b = _encode(model, variables, src[::-1])  # different sentences, different memories
+  # Give B the final state (fixed context and bridge output) of A: the logits become A's, whatever
+  # B's memory, keys and mask hold.
+  hybrid = enc_b._replace(context_BD=enc_a.context_BD, initial_carry=enc_a.initial_carry)
+  logits_a, _ = _decode(model, variables, enc_a, tgt_in)
+  logits_h, _ = _decode(model, variables, hybrid, tgt_in)
+  np.testing.assert_allclose(logits_h, logits_a, rtol=RTOL, atol=ATOL)
+  # And the final state does matter: the context alone changes the output.
+  only_ctx = enc_a._replace(context_BD=enc_b.context_BD)
+  assert not np.allclose(_decode(model, variables, only_ctx, tgt_in)[0], logits_a, atol=1e-3)
+
+
+def test_attention_decoder_does_read_the_memory():
+  model, variables = make(attention="luong")
+  src, tgt_in = toy_batch()
+  enc = _encode(model, variables, src)
+  noisy = enc._replace(memory_BSD=enc.memory_BSD + 1.0)
+  assert not np.allclose(_decode(model, variables, noisy, tgt_in)[0],
+                         _decode(model, variables, enc, tgt_in)[0], atol=1e-3)
+
+
+def test_no_attention_context_is_the_top_layer_final_state_of_both_directions():
+  """h_S: the top encoder layer's forward state after the last real token and backward state
+  after the first token, concatenated."""
+  from s2s_jax import rnn
+
+  model, variables = make(attention="none")
+  src, _ = toy_batch()
+  p = variables["params"]
+  enc = _encode(model, variables, src)
+  lengths = jnp.sum(src != PAD_ID, 1)
+  x = jnp.take(p["src_embedding"], src, axis=0)
+  h0, _ = rnn.rnn_stack("lstm", {"layer_0": p["encoder"]["layer_0"]}, x, lengths,
+                        bidirectional=True)
+  layer1 = p["encoder"]["layer_1"]
+  fw, _ = rnn.rnn_layer("lstm", layer1["fw"], h0, lengths)
+  bw, _ = rnn.rnn_layer("lstm", layer1["bw"], h0, lengths, reverse=True)
+  want = jnp.concatenate([fw[jnp.arange(3), lengths - 1], bw[:, 0]], -1)
+  np.testing.assert_allclose(enc.context_BD, want, rtol=RTOL, atol=ATOL)
+
+
+def test_bridge_modes():
+  src, _ = toy_batch()
+  # copy: 2 layers each side, bidirectional sum keeps H -> decoder starts from the merged finals.
+  model, variables = make(bidirectional_merge="sum", attention="luong")
+  assert model.config.resolved_bridge == "copy" and "bridge" not in variables["params"]
+  enc = _encode(model, variables, src)
+  np.testing.assert_allclose(enc.initial_carry.rnn[-1][-1], enc.context_BD, rtol=RTOL)
+  # auto with concat (2H != H) projects.
+  model, variables = make(attention="luong")
+  assert model.config.resolved_bridge == "project"
+  assert set(variables["params"]["bridge"]) == {"state_0", "state_1"}  # LSTM: c and h
+  enc = _encode(model, variables, src)
+  assert enc.initial_carry.rnn[0][1].shape == (3, 8)
+  assert np.abs(np.asarray(enc.initial_carry.rnn[0][1])).max() > 0
+  # zero.
+  model, variables = make(bridge="zero", cell="gru")
+  enc = _encode(model, variables, src)
+  for leaf in jax.tree.leaves(enc.initial_carry.rnn):
+    np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_tied_output_projection_is_the_target_embedding():
+  model, variables = make(tie_embeddings=True, attention="luong")
+  params = variables["params"]
+  assert set(params["output"]) == {"b"}  # no separate output matrix
+  assert params["readout"]["W"].shape[-1] == model.config.embed_size
+  src, tgt_in = toy_batch()
+  base = _forward(model, variables, src, tgt_in)
+  # Changing the embedding row of a token never fed to the decoder changes only its own logit.
+  bumped = jax.tree.map(lambda x: x, variables)
+  bumped["params"]["tgt_embedding"] = params["tgt_embedding"].at[12].add(1.0)
+  out = _forward(model, bumped, src, tgt_in)
+  np.testing.assert_allclose(out[..., :12], base[..., :12], rtol=RTOL, atol=ATOL)
+  assert not np.allclose(out[..., 12], base[..., 12])
+
+
+def test_shared_embeddings_use_one_table():
+  model, variables = make(share_embeddings=True, src_vocab_size=13)
+  assert "tgt_embedding" not in variables["params"]
+
+
+def test_bfloat16_compute_with_float32_params_tracks_float32():
+  model32, variables = make(attention="luong", input_feeding=True)
+  model16 = Seq2Seq(ModelConfig(**{**model32.config.to_dict(), "dtype": "bfloat16"}))
+  src, tgt_in = toy_batch()
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+  logits32 = _forward(model32, variables, src, tgt_in)
+  logits16 = _forward(model16, variables, src, tgt_in)
+  assert logits16.dtype == jnp.float32 and np.isfinite(logits16).all()
+  np.testing.assert_allclose(logits16, logits32, atol=0.05)
+  assert not np.array_equal(logits16, logits32)  # it really computed in bfloat16
+
+
+def test_bfloat16_params():
+  model, variables = make(param_dtype="bfloat16", dtype="bfloat16")
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(variables))
+  src, tgt_in = toy_batch()
+  assert np.isfinite(_forward(model, variables, src, tgt_in)).all()
+
+
+def test_dropout_is_active_only_when_not_deterministic_and_follows_the_rng():
+  model, variables = make(dropout=0.3, attention="bahdanau")
+  src, tgt_in = toy_batch()
+  run = lambda seed: _forward(model, variables, src, tgt_in, False, jax.random.key(seed))  # noqa: E731
+  eval_logits = _forward(model, variables, src, tgt_in)
+  np.testing.assert_array_equal(run(0), run(0))
+  assert not np.allclose(run(0), run(1))
+  assert not np.allclose(run(0), eval_logits)
+
+
+def test_decoder_carry_and_encoded_are_pytrees_that_can_be_tiled():
+  """Search (beam) repeats carries and encodings per hypothesis with plain tree maps."""
+  model, variables = make(attention="luong", input_feeding=True)
+  src, _ = toy_batch()
+  enc = _encode(model, variables, src)
+  tiled = jax.tree.map(lambda x: jnp.repeat(x, 2, axis=0), enc)
+  assert isinstance(tiled, model_lib.Encoded)
+  logits, carry, _ = _step(model, variables, tiled, tiled.initial_carry, jnp.full((6,), BOS_ID))
+  assert logits.shape == (6, 13) and isinstance(carry, model_lib.DecoderCarry)
+  single, _, _ = _step(model, variables, enc, enc.initial_carry, jnp.full((3,), BOS_ID))
+  np.testing.assert_allclose(logits[::2], single, rtol=RTOL, atol=ATOL)
+
+
+def test_model_learns_to_reverse_short_sequences():
+  """End to end: gradients reach every part; a small attention model fits a toy task."""
+  cfg = ModelConfig(src_vocab_size=12, tgt_vocab_size=12, embed_size=16, hidden_size=32,
+                    encoder_layers=1, decoder_layers=1, attention="luong", input_feeding=True)
+  model = Seq2Seq(cfg)
+  rng = np.random.default_rng(0)
+
+  def batch():
+    lengths = rng.integers(2, 6, size=32)
+    src = np.zeros((32, 6), np.int32)
+    tgt_in = np.zeros((32, 7), np.int32)
+    tgt_out = np.zeros((32, 7), np.int32)
+    for b, n in enumerate(lengths):
+      seq = rng.integers(4, 12, size=n)
+      src[b, :n] = seq
+      tgt_in[b, :n + 1] = [BOS_ID, *seq[::-1]]
+      tgt_out[b, :n + 1] = [*seq[::-1], 2]
+    return jnp.asarray(src), jnp.asarray(tgt_in), jnp.asarray(tgt_out)
+
+  src, tgt_in, tgt_out = batch()
+  params = _init(model, src, tgt_in)["params"]
+  opt = optax.adam(1e-2)
+  opt_state = opt.init(params)
+
+  @jax.jit
+  def step(params, opt_state, src, tgt_in, tgt_out):
+    def loss_fn(params):
+      total, count = cross_entropy(model.apply({"params": params}, src, tgt_in), tgt_out)
+      return total / count
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = opt.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  first = None
+  for _ in range(150):
+    params, opt_state, loss = step(params, opt_state, *batch())
+    first = loss if first is None else first
+  src, tgt_in, tgt_out = batch()
+  correct, total = token_accuracy(_forward(model, {"params": params}, src, tgt_in), tgt_out)
+  assert loss < 0.25 * first
+  assert correct / total > 0.9
