@@ -1,4 +1,4 @@
-"""Test setup: 8 fake CPU devices (for the data-parallel tests of later issues), set before jax loads."""
+"""Test setup: 8 fake CPU devices (for data-parallel tests), set before jax is imported."""
 
 import os
 

@@ -216,7 +216,8 @@ def test_dropout_between_layers_uses_the_explicit_rng():
   params = rnn.init_stack_params(jax.random.key(3), "lstm", 3, 8, 2)
   x, lengths = padded_batch(17, [4, 3], 4, 3)
   run = lambda rng: rnn.rnn_stack("lstm", params, x, lengths, dropout_rate=0.5, rng=rng)[0]  # noqa: E731
-  a, a_again, b, off = run(jax.random.key(0)), run(jax.random.key(0)), run(jax.random.key(1)), run(None)
+  a, a_again = run(jax.random.key(0)), run(jax.random.key(0))
+  b, off = run(jax.random.key(1)), run(None)
   np.testing.assert_array_equal(a, a_again)
   assert not np.allclose(a, b)
   assert not np.allclose(a, off)
