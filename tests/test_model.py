@@ -310,3 +310,38 @@ def test_model_learns_to_reverse_short_sequences():
   correct, total = token_accuracy(_forward(model, {"params": params}, src, tgt_in), tgt_out)
   assert loss < 0.25 * first
   assert correct / total > 0.9
+
+
+def test_every_config_combination_traces_with_the_right_shapes():
+  """Catches configs that validate but fail at init/apply (abstract evaluation, no compile)."""
+  import itertools
+
+  src = jax.ShapeDtypeStruct((2, 5), jnp.int32)
+  tgt = jax.ShapeDtypeStruct((2, 4), jnp.int32)
+  checked = 0
+  for cell, att, bidi, merge, feed, tie, layers in itertools.product(
+      ["lstm", "gru", "rnn"], ["none", "bahdanau", "luong-dot", "luong-general"], [False, True],
+      ["concat", "sum"], [False, True], [False, True], [(1, 2), (2, 2)]):
+    attention, _, score = att.partition("-")
+    if (feed and attention != "luong") or (merge == "sum" and not bidi):
+      continue
+    kw = dict(src_vocab_size=9, tgt_vocab_size=9, embed_size=4, hidden_size=6, cell=cell,
+              attention=attention, attention_score=score or "general", bidirectional=bidi,
+              bidirectional_merge=merge, input_feeding=feed, tie_embeddings=tie,
+              encoder_layers=layers[0], decoder_layers=layers[1], residual=True, dropout=0.1)
+    if score == "dot" and bidi and merge == "concat":
+      kw["encoder_hidden_size"] = 3
+    model = Seq2Seq(ModelConfig(**kw))
+    variables = jax.eval_shape(model.init, jax.random.key(0), src, tgt)
+    logits = jax.eval_shape(
+        lambda v, s, t: model.apply(v, s, t, deterministic=False,  # noqa: B023
+                                    rngs={"dropout": jax.random.key(0)}), variables, src, tgt)
+    assert logits.shape == (2, 4, 9) and logits.dtype == jnp.float32
+    enc = jax.eval_shape(lambda v, s: model.apply(v, s, method=Seq2Seq.encode),  # noqa: B023
+                         variables, src)
+    step, _ = jax.eval_shape(
+        lambda v, e, c, y: model.apply(v, e, c, y, method=Seq2Seq.decode_step),  # noqa: B023
+        variables, enc, enc.initial_carry, jax.ShapeDtypeStruct((2,), jnp.int32))
+    assert step.shape == (2, 9)
+    checked += 1
+  assert checked == 216
