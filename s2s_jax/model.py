@@ -32,6 +32,7 @@ the source mask is `src != PAD_ID`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -110,9 +111,10 @@ class ModelConfig:
         or not 0.0 <= self.dropout < 1.0):
       raise ValueError(f"ModelConfig.dropout={self.dropout!r} is invalid; "
                        "allowed values: a float in [0, 1)")
-    if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)):
+    if (isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float))
+        or not math.isfinite(self.forget_bias)):
       raise ValueError(f"ModelConfig.forget_bias={self.forget_bias!r} is invalid; "
-                       "allowed values: a number")
+                       "allowed values: a finite number")
 
     # Combinations.
     if self.input_feeding and self.attention != "luong":

@@ -192,7 +192,16 @@ def test_bridge_modes():
   model, variables = make(bidirectional_merge="sum", attention="luong")
   assert model.config.resolved_bridge == "copy" and "bridge" not in variables["params"]
   enc = _encode(model, variables, src)
-  np.testing.assert_allclose(enc.initial_carry.rnn[-1][-1], enc.context_BD, rtol=RTOL)
+  from s2s_jax import rnn
+
+  p = variables["params"]
+  x = jnp.take(p["src_embedding"], src, axis=0)
+  _, finals = rnn.rnn_stack("lstm", p["encoder"], x, jnp.sum(src != PAD_ID, 1),
+                            bidirectional=True, merge="sum")
+  for layer in range(2):  # every layer, c and h: forward + backward final states
+    for k in range(2):
+      np.testing.assert_allclose(enc.initial_carry.rnn[layer][k],
+                                 finals[layer][0][k] + finals[layer][1][k], rtol=RTOL, atol=ATOL)
   # auto with concat (2H != H) projects.
   model, variables = make(attention="luong")
   assert model.config.resolved_bridge == "project"
@@ -239,11 +248,16 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
   assert not np.array_equal(logits16, logits32)  # it really computed in bfloat16
 
 
-def test_bfloat16_params():
+def test_bfloat16_params_track_float32_with_the_same_weights():
   model, variables = make(param_dtype="bfloat16", dtype="bfloat16")
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(variables))
+  model32 = Seq2Seq(ModelConfig(**{**model.config.to_dict(), "dtype": "float32",
+                                   "param_dtype": "float32"}))
+  as32 = jax.tree.map(lambda x: x.astype(jnp.float32), variables)
   src, tgt_in = toy_batch()
-  assert np.isfinite(_forward(model, variables, src, tgt_in)).all()
+  logits = _forward(model, variables, src, tgt_in)
+  assert logits.dtype == jnp.float32 and np.isfinite(logits).all()
+  np.testing.assert_allclose(logits, _forward(model32, as32, src, tgt_in), atol=0.05)
 
 
 def test_dropout_is_active_only_when_not_deterministic_and_follows_the_rng():
