@@ -1,6 +1,7 @@
 """Seq2Seq: one step function behind both drivers, padding invariance, the model variants."""
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from s2s_jax import BOS_ID, PAD_ID, ModelConfig, Seq2Seq, cross_entropy, token_accuracy
+from s2s_jax import BOS_ID, PAD_ID, ModelConfig, Seq2Seq, cross_entropy, rnn, token_accuracy
 from s2s_jax import model as model_lib
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -169,8 +170,6 @@ def test_attention_decoder_does_read_the_memory():
 def test_no_attention_context_is_the_top_layer_final_state_of_both_directions():
   """h_S: the top encoder layer's forward state after the last real token and backward state
   after the first token, concatenated."""
-  from s2s_jax import rnn
-
   model, variables = make(attention="none")
   src, _ = toy_batch()
   p = variables["params"]
@@ -192,8 +191,6 @@ def test_bridge_modes():
   model, variables = make(bidirectional_merge="sum", attention="luong")
   assert model.config.resolved_bridge == "copy" and "bridge" not in variables["params"]
   enc = _encode(model, variables, src)
-  from s2s_jax import rnn
-
   p = variables["params"]
   x = jnp.take(p["src_embedding"], src, axis=0)
   _, finals = rnn.rnn_stack("lstm", p["encoder"], x, jnp.sum(src != PAD_ID, 1),
@@ -328,8 +325,6 @@ def test_model_learns_to_reverse_short_sequences():
 
 def test_every_config_combination_traces_with_the_right_shapes():
   """Catches configs that validate but fail at init/apply (abstract evaluation, no compile)."""
-  import itertools
-
   src = jax.ShapeDtypeStruct((2, 5), jnp.int32)
   tgt = jax.ShapeDtypeStruct((2, 4), jnp.int32)
   checked = 0
