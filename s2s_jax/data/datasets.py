@@ -1,0 +1,168 @@
+"""Opening a dataset by name and reading it as (source, target) text pairs, without TensorFlow.
+
+Names: `cmudict` (or `cmudict/no_stress`), `parallel_text` (the user's files), or any tfds catalog
+dataset prepared in the array_record format (e.g. `ted_hrlr_translate/pt_to_en`). Everything is
+read through `builder.as_data_source()`: random access over ArrayRecord files, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+import tqdm
+from absl import logging
+
+from s2s_jax.data import cmudict, parallel_text, textfiles
+
+FORCE = tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD)
+
+
+def _text(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPairs:
+  """One split as a random-access sequence of (source, target) strings.
+
+  `references(i)` lists every acceptable target of example i (several for cmudict words with
+  alternate pronunciations; just the target elsewhere).
+  """
+
+  source: Any  # a tfds random-access data source of dict examples
+  source_key: str
+  target_key: str
+  references_key: str | None = None
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> tuple[str, str]:
+    return self._pair(self.source[index])
+
+  def get_many(self, indices: Sequence[int]) -> list[tuple[str, str]]:
+    """Reads several examples in one batched read."""
+    return [self._pair(example) for example in self.source.__getitems__(list(indices))]
+
+  def references(self, index: int) -> list[str]:
+    example = self.source[index]
+    if self.references_key is None:
+      return [_text(example[self.target_key])]
+    return [_text(r) for r in example[self.references_key]]
+
+  def columns(self, chunk: int = 4096, desc: str | None = None) -> tuple[list[str], list[str]]:
+    """All sources and all targets, in order, read in one pass (with a progress bar on a tty)."""
+    sources, targets = [], []
+    with tqdm.tqdm(total=len(self), desc=desc, unit=" examples", disable=None) as progress:
+      for start in range(0, len(self), chunk):
+        stop = min(len(self), start + chunk)
+        for example in self.source.__getitems__(list(range(start, stop))):
+          sources.append(_text(example[self.source_key]))
+          targets.append(_text(example[self.target_key]))
+        progress.update(stop - start)
+    return sources, targets
+
+  def _pair(self, example) -> tuple[str, str]:
+    return _text(example[self.source_key]), _text(example[self.target_key])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A prepared dataset: its tfds builder and which features are source / target."""
+
+  builder: tfds.core.DatasetBuilder
+  source_key: str
+  target_key: str
+  references_key: str | None = None
+
+  @property
+  def splits(self) -> list[str]:
+    return list(self.builder.info.splits.keys())
+
+  def split(self, name: str) -> TextPairs:
+    try:
+      source = self.builder.as_data_source(split=name)
+    except Exception as e:
+      raise ValueError(
+          f"{self.builder.name}: cannot read split {name!r} as an array_record data source "
+          f"({e}). Prepared splits: {self.splits}. A catalog dataset must be prepared first: "
+          f"tfds.builder({self.builder.name!r}, data_dir=...).download_and_prepare("
+          "file_format='array_record')") from e
+    return TextPairs(source, self.source_key, self.target_key, self.references_key)
+
+  @property
+  def skipped(self) -> Mapping[str, Mapping[str, int]]:
+    """Lines skipped while preparing, {split: {reason: count}} (parallel_text with skipping)."""
+    return (self.builder.info.metadata or {}).get("skipped", {})
+
+
+def open_dataset(name: str, *, data_dir: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> Dataset:
+  """Prepares (once) and opens a dataset.
+
+  Args:
+    name: `cmudict`, `cmudict/no_stress`, `parallel_text` or a tfds catalog name.
+    data_dir: the tfds data directory (default ~/tensorflow_datasets).
+    options: for `parallel_text`, the arguments of `parallel_text.make_config` (directory, files,
+      name, skip_bad_lines); for cmudict, optionally `dict_path`; for catalog datasets,
+      optionally `source_key` / `target_key` (default: the dataset's supervised keys) and
+      `download=True` to download and prepare it (needs network, and TensorFlow for most
+      catalog datasets).
+  """
+  options = dict(options or {})
+  base = name.split("/")[0]
+  if base == "cmudict":
+    builder = _cmudict_builder(name, data_dir, options)
+    return Dataset(builder, "source", "target", "references")
+  if base == "parallel_text":
+    config = parallel_text.make_config(**options)
+    builder = parallel_text.ParallelText(config=config, data_dir=data_dir,
+                                         file_format="array_record")
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+    return Dataset(builder, "source", "target")
+  return _catalog_dataset(name, data_dir, options)
+
+
+def _cmudict_builder(name, data_dir, options):
+  config_name = name.split("/")[1] if "/" in name else "stress"
+  known = {c.name: c for c in cmudict.Cmudict.BUILDER_CONFIGS}
+  if config_name not in known:
+    raise ValueError(f"cmudict config {config_name!r} is unknown; choose one of {list(known)}")
+  unknown = set(options) - {"dict_path"}
+  if unknown:
+    raise ValueError(f"cmudict options {sorted(unknown)} are unknown; allowed: ['dict_path']")
+  config = known[config_name]
+  if options.get("dict_path"):
+    # A different file is a different dataset: its own config (and directory) name.
+    path = textfiles.check_exists(options["dict_path"], "cmudict dict_path")
+    digest = textfiles.fingerprint([path])[:16]
+    config = dataclasses.replace(config, name=f"{config_name}-{digest}", dict_path=path)
+  builder = cmudict.Cmudict(config=config, data_dir=data_dir, file_format="array_record")
+  current = textfiles.fingerprint([builder.dict_path()])
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  elif builder.info.metadata.get("fingerprint") != current:
+    logging.warning("cmudict: the dictionary file changed since it was prepared; preparing anew")
+    builder.download_and_prepare(download_config=FORCE)
+  return builder
+
+
+def _catalog_dataset(name, data_dir, options):
+  unknown = set(options) - {"source_key", "target_key", "download"}
+  if unknown:
+    raise ValueError(f"options {sorted(unknown)} are unknown for catalog dataset {name!r}; "
+                     "allowed: ['source_key', 'target_key', 'download']")
+  builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  if options.get("download"):
+    builder.download_and_prepare(file_format="array_record")
+  keys = builder.info.supervised_keys
+  source_key = options.get("source_key") or (keys[0] if keys else None)
+  target_key = options.get("target_key") or (keys[1] if keys else None)
+  if not (isinstance(source_key, str) and isinstance(target_key, str)):
+    raise ValueError(f"{name}: set options source_key and target_key (the dataset's supervised "
+                     f"keys are {keys!r}); features: {builder.info.features}")
+  return Dataset(builder, source_key, target_key)
