@@ -5,3 +5,15 @@ import os
 _FLAG = "--xla_force_host_platform_device_count=8"
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_tensorflow():
+  """The project must run without TensorFlow: no test may import it, even indirectly."""
+  yield
+  assert "tensorflow" not in sys.modules, "a test imported tensorflow"

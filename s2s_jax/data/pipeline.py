@@ -29,7 +29,7 @@ from typing import Any
 import grain
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from s2s_jax.data.tokenizers import Tokenizer
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
@@ -223,6 +223,9 @@ class Pipeline:
     ds = self.dataset().to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers:
+      # grain's workers read absl flags; outside an absl app (notebook, test) none were parsed.
+      if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(ds)
 
