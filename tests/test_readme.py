@@ -8,11 +8,27 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_readme_python_example_runs_and_gives_a_finite_loss():
-  readme = (ROOT / "README.md").read_text()
-  (code,) = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+def _python_blocks() -> list[str]:
+  return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def _run(code: str) -> dict:
   namespace = {}
   exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+  return namespace
+
+
+def test_readme_data_example_runs_and_gives_token_batches():
+  (code,) = [block for block in _python_blocks() if "s2s_jax.data" in block]
+  namespace = _run(code)
+  batch, train = namespace["batch"], namespace["train"]
+  assert batch["src"].shape in {(rows, length) for rows, length in train.bucket_shapes}
+  assert train.stats.num_kept == 100 and namespace["state"] == {"next_index": 1}
+
+
+def test_readme_model_example_runs_and_gives_a_finite_loss():
+  (code,) = [block for block in _python_blocks() if "Seq2Seq(" in block]
+  namespace = _run(code)
   assert np.isfinite(namespace["loss_sum"] / namespace["num_tokens"])
   assert namespace["step_logits"].shape == (2, 120)
 
