@@ -109,7 +109,7 @@ def test_skip_bad_lines_counts_each_skipped_line_by_reason(tmp_path):
   assert ds.skipped["train"] == {
       "expected source<TAB>target, found no tab": 1, "empty target side": 1,
       "empty source side": 1, "expected source<TAB>target, found 2 tabs": 1,
-      "not valid UTF-8 (invalid start byte at byte 4)": 1}
+      "not valid UTF-8": 1}
 
 
 def test_skip_bad_lines_keeps_aligned_files_aligned_after_a_bad_line(tmp_path):
@@ -126,3 +126,16 @@ def test_mismatched_aligned_files_are_not_skippable(tmp_path):
   _write(tmp_path, "t", "A\n")
   with pytest.raises(InputError, match="ends at line 1"):
     list(pt.read_aligned(str(tmp_path / "s"), str(tmp_path / "t"), pt.textfiles.SkipCounter()))
+
+
+def test_config_name_follows_contents_and_split_layout_not_spelling(tmp_path):
+  _write(tmp_path, "a.tsv", TSV)
+  _write(tmp_path, "b.de", "x\n")
+  _write(tmp_path, "b.en", "y\n")
+  name = lambda files: pt.make_config(str(tmp_path), files).name  # noqa: E731
+  base = name({"train": "a.tsv", "test": ["b.de", "b.en"]})
+  assert base == name({"test": ("b.de", "b.en"), "train": "a.tsv"})
+  assert base != name({"validation": "a.tsv", "test": ["b.de", "b.en"]})
+  assert base != name({"train": "a.tsv", "test": ["b.en", "b.de"]})
+  with pytest.raises(ValueError, match="must be letters"):
+    pt.make_config(str(tmp_path), {"train": "a.tsv"}, name="my corpus")

@@ -60,7 +60,9 @@ def make_config(directory: str, files: Mapping[str, SplitFiles], *, name: str = 
   for split, split_files in files.items():
     for path in split_paths(directory, split_files):
       paths.append(textfiles.check_exists(path, f"parallel_text files[{split!r}]"))
-  digest = textfiles.fingerprint(paths)
+  # The split -> files mapping is part of the data: moving a file to another split is new data.
+  layout = sorted((split, split_paths("", f)) for split, f in files.items())
+  digest = textfiles.fingerprint(paths, salt=repr(layout))
   suffix = "-skip" if skip_bad_lines else ""
   return ParallelTextConfig(
       name=f"{name}-{digest[:16]}{suffix}", directory=os.path.abspath(directory),

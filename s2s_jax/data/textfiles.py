@@ -15,12 +15,15 @@ from collections.abc import Iterator, Sequence
 
 
 class InputError(ValueError):
-  """A problem in an input file, located at `path`:`line` (1-based; 0 when not line-specific)."""
+  """A problem in an input file, located at `path`:`line` (1-based; 0 when not line-specific).
 
-  def __init__(self, path: str | os.PathLike, line: int, message: str):
+  `reason` is the kind of problem that skipped lines are counted under (default: the message).
+  """
+
+  def __init__(self, path: str | os.PathLike, line: int, message: str, reason: str | None = None):
     self.path = os.fspath(path)
     self.line = line
-    self.reason = message
+    self.reason = reason or message
     where = f"{self.path}:{line}" if line else self.path
     super().__init__(f"{where}: {message}")
 
@@ -71,7 +74,8 @@ def read_lines(path: str | os.PathLike, what: str = "input",
       try:
         text = raw.decode("utf-8")
       except UnicodeDecodeError as e:
-        error = InputError(path, number, f"not valid UTF-8 ({e.reason} at byte {e.start})")
+        error = InputError(path, number, f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                           reason="not valid UTF-8")
         if skipped is None:
           raise error from None
         skipped.add(error)
@@ -82,9 +86,10 @@ def read_lines(path: str | os.PathLike, what: str = "input",
       yield number, text.rstrip("\r\n")
 
 
-def fingerprint(paths: Sequence[str | os.PathLike]) -> str:
-  """A sha256 over the names and contents of `paths`, so prepared data notices edited inputs."""
-  digest = hashlib.sha256()
+def fingerprint(paths: Sequence[str | os.PathLike], salt: str = "") -> str:
+  """A sha256 over `salt` and the names and contents of `paths`, so prepared data notices edited
+  inputs."""
+  digest = hashlib.sha256(salt.encode())
   for path in paths:
     digest.update(os.path.basename(os.fspath(path)).encode() + b"\0")
     with open(path, "rb") as f:
