@@ -57,7 +57,7 @@ def make_config(directory: str, files: Mapping[str, SplitFiles], *, name: str = 
   if not re.fullmatch(r"[\w-]+", name):
     raise ValueError(f"parallel_text name={name!r} must be letters, digits, '_' or '-'")
   paths = []
-  for split, split_files in files.items():
+  for split, split_files in sorted(files.items()):  # the name must not depend on dict order
     for path in split_paths(directory, split_files):
       paths.append(textfiles.check_exists(path, f"parallel_text files[{split!r}]"))
   # The split -> files mapping is part of the data: moving a file to another split is new data.
