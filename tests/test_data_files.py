@@ -1,6 +1,7 @@
 """parallel_text: the builder on small fixtures; each bad input names its file and line."""
 
 import pathlib
+import pickle
 
 import pytest
 
@@ -24,8 +25,8 @@ def test_tsv_builder_gives_every_line_of_every_split_stripped(tmp_path):
   assert sorted(ds.splits) == ["train", "validation"]
   train = ds.split("train")
   assert len(train) == 3 and len(ds.split("validation")) == 1
-  assert sorted(zip(*train.columns(), strict=True)) == [
-      ("Danke", "thanks"), ("Guten Morgen", "good morning"), ("Hallo Welt", "hello world")]
+  assert list(zip(*train.columns(), strict=True)) == [  # file order, stripped
+      ("Hallo Welt", "hello world"), ("Guten Morgen", "good morning"), ("Danke", "thanks")]
   assert train.references(0) == [train[0][1]]
 
 
@@ -34,8 +35,8 @@ def test_aligned_files_builder_pairs_lines_in_order(tmp_path):
   _write(tmp_path, "train.en", "one\ntwo\nthree\n")
   ds = open_dataset("parallel_text", data_dir=str(tmp_path / "tfds"), options=dict(
       directory=str(tmp_path), files={"train": ["train.de", "train.en"]}))
-  assert sorted(zip(*ds.split("train").columns(), strict=True)) == [
-      ("drei", "three"), ("eins", "one"), ("zwei", "two")]
+  assert list(zip(*ds.split("train").columns(), strict=True)) == [
+      ("eins", "one"), ("zwei", "two"), ("drei", "three")]
 
 
 def test_edited_files_are_prepared_anew_not_read_stale(tmp_path):
@@ -104,7 +105,7 @@ def test_skip_bad_lines_counts_each_skipped_line_by_reason(tmp_path):
   _write(tmp_path, "train.tsv", ("\n".join(lines) + "\n").encode() + b"bad\t\xff\n")
   ds = open_dataset("parallel_text", data_dir=str(tmp_path / "tfds"), options=dict(
       directory=str(tmp_path), files={"train": "train.tsv"}, skip_bad_lines=True))
-  assert sorted(zip(*ds.split("train").columns(), strict=True)) == [
+  assert list(zip(*ds.split("train").columns(), strict=True)) == [
       tuple(g.split("\t")) for g in good]
   assert ds.skipped["train"] == {
       "expected source<TAB>target, found no tab": 1, "empty target side": 1,
@@ -139,3 +140,30 @@ def test_config_name_follows_contents_and_split_layout_not_spelling(tmp_path):
   assert base != name({"train": "a.tsv", "test": ["b.en", "b.de"]})
   with pytest.raises(ValueError, match="must be letters"):
     pt.make_config(str(tmp_path), {"train": "a.tsv"}, name="my corpus")
+
+
+def test_bom_and_crlf_line_endings_are_not_data(tmp_path):
+  _write(tmp_path, "train.tsv", b"\xef\xbb\xbfHallo\thello\r\nDanke\tthanks\r\n")
+  assert list(pt.read_tsv(str(tmp_path / "train.tsv"))) == [
+      (1, "Hallo", "hello"), (2, "Danke", "thanks")]
+
+
+def test_aligned_file_error_surfaces_through_open_dataset(tmp_path):
+  _write(tmp_path, "train.de", "eins\nzwei\n")
+  _write(tmp_path, "train.en", "one\n")
+  with pytest.raises(InputError, match=r"train\.en:2: file ends at line 1"):
+    open_dataset("parallel_text", data_dir=str(tmp_path / "tfds"), options=dict(
+        directory=str(tmp_path), files={"train": ["train.de", "train.en"]}))
+
+
+def test_input_error_survives_pickling_with_its_location():
+  error = pickle.loads(pickle.dumps(InputError("a.tsv", 7, "empty source side")))
+  assert (error.path, error.line, str(error)) == ("a.tsv", 7, "a.tsv:7: empty source side")
+
+
+def test_skip_counts_are_kept_when_a_prepared_dataset_is_opened_again(tmp_path):
+  _write(tmp_path, "train.tsv", TSV + "oops\n")
+  options = dict(directory=str(tmp_path), files={"train": "train.tsv"}, skip_bad_lines=True)
+  open_dataset("parallel_text", data_dir=str(tmp_path / "tfds"), options=options)
+  again = open_dataset("parallel_text", data_dir=str(tmp_path / "tfds"), options=options)
+  assert again.skipped == {"train": {"expected source<TAB>target, found no tab": 1}}

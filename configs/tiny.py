@@ -1,0 +1,30 @@
+"""A seconds-long run on a small copy of CMUdict, for tests and smoke checks.
+
+  python train.py --config=configs/tiny.py --workdir=/tmp/tiny \
+      --config.data.options.dict_path=tests/fixtures/tiny.dict
+"""
+
+import ml_collections
+
+from configs import g2p
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = g2p.get_config()
+  c.data.dataset = "cmudict/no_stress"
+  c.data.max_tokens = 256
+  c.data.eval_max_tokens = 512
+  c.data.bucket_lengths = (8, 16, 24)
+  c.model.embed_size = 16
+  c.model.hidden_size = 32
+  c.model.encoder_hidden_size = 16
+  c.model.attention_score = "dot"
+  c.model.dropout = 0.0
+  c.optimizer.learning_rate = 1e-2
+  c.optimizer.schedule = "constant"
+  c.train.num_steps = 30
+  c.train.log_every = 1
+  c.train.eval_every = 10
+  c.train.checkpoint_every = 10
+  c.train.label_smoothing = 0.0
+  return c

@@ -1,0 +1,492 @@
+"""Training: the train state, optimizers and schedules, pure train / eval steps, and the loop.
+
+Shape legend: B batch rows, S source length, T target length, V target vocabulary.
+
+`train_step(state, batch, rng)` is a module-level pure function: dropout randomness is
+`fold_in(rng, state.step)`, so a resumed run draws exactly what an uninterrupted one would. The
+loss is normalized by the global number of target tokens (under pmap, sums are `psum`med before
+dividing), so 1 device, a jit mesh and pmap compute the same update for the same global batch.
+The learning rate is `schedule(update) * state.lr_scale`; the loop lowers `lr_scale` when the
+validation metric stalls ("decay on plateau").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+
+from s2s_jax import checkpoint, decoding, losses, metrics, parallel
+from s2s_jax import data as data_lib
+from s2s_jax.model import ModelConfig, Seq2Seq
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor")
+SCHEDULES = ("constant", "warmup_rsqrt", "warmup_cosine")
+LOWER_IS_BETTER = {"wer": True, "per": True, "loss": True, "bleu": False, "chrf": False,
+                   "accuracy": False}
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step changes (saved in checkpoints) plus the static functions it calls."""
+
+  step: jax.Array  # batches seen
+  params: Any
+  opt_state: Any
+  lr_scale: jax.Array  # multiplies the schedule; lowered on validation plateaus
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  schedule: Callable = flax.struct.field(pytree_node=False)
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def make_schedule(cfg: Mapping[str, Any], num_updates: int) -> optax.Schedule:
+  """The learning rate as a function of the update count."""
+  lr, warmup = cfg["learning_rate"], max(int(cfg["warmup_steps"]), 1)
+  name = cfg["schedule"]
+  if name == "constant":
+    return optax.constant_schedule(lr)
+  if name == "warmup_rsqrt":  # linear warmup, then lr * sqrt(warmup / step)
+    return lambda s: lr * jnp.minimum((s + 1) / warmup, jnp.sqrt(warmup / jnp.maximum(s + 1, 1)))
+  if name == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_updates, warmup + 1),
+                                              end_value=cfg["final_learning_rate"])
+  raise ValueError(f"optimizer.schedule={name!r} is invalid; allowed values: {SCHEDULES}")
+
+
+def make_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
+  """Clipping + the update direction at unit learning rate (the step multiplies by the rate).
+
+  optax's adam / adamw / sgd / adafactor are linear in their learning rate, so scaling their
+  unit-rate updates by `schedule * lr_scale` equals running them with that rate. Gradient
+  accumulation wraps the whole thing in `optax.MultiSteps`.
+  """
+  name = cfg["name"]
+  if name == "adam":
+    direction = optax.adam(1.0)
+  elif name == "adamw":
+    direction = optax.adamw(1.0, weight_decay=cfg["weight_decay"])
+  elif name == "sgd":
+    direction = optax.sgd(1.0, momentum=cfg["momentum"] or None)
+  elif name == "adafactor":
+    direction = optax.adafactor(1.0)
+  else:
+    raise ValueError(f"optimizer.name={name!r} is invalid; allowed values: {OPTIMIZERS}")
+  if cfg["clip_norm"]:
+    direction = optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), direction)
+  if cfg["accumulate_steps"] > 1:
+    direction = optax.MultiSteps(direction, every_k_schedule=cfg["accumulate_steps"])
+  return direction
+
+
+def create_train_state(rng: jax.Array, model: Seq2Seq, tx: optax.GradientTransformation,
+                       schedule: optax.Schedule, example: Mapping[str, np.ndarray]) -> TrainState:
+  params = model.init(rng, example["src"][:1], example["tgt_in"][:1])["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    lr_scale=jnp.ones((), jnp.float32), apply_fn=model.apply, tx=tx,
+                    schedule=schedule)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
+               label_smoothing: float = 0.0, accumulate_steps: int = 1,
+               axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on `batch` (src [B, S], tgt_in / tgt_out [B, T]); pure."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  if axis_name is not None:  # pmap: each device drops out its own rows differently
+    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+
+  def loss_fn(params):
+    logits_BTV = state.apply_fn({"params": params}, batch["src"], batch["tgt_in"],
+                                deterministic=False, rngs={"dropout": dropout_rng})
+    return losses.cross_entropy(logits_BTV, batch["tgt_out"], label_smoothing=label_smoothing)
+
+  (loss_sum, tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if axis_name is not None:
+    loss_sum, tokens, grads = jax.lax.psum((loss_sum, tokens, grads), axis_name)
+  grads = jax.tree.map(lambda g: g / jnp.maximum(tokens, 1), grads)
+  lr = state.schedule(state.step // accumulate_steps) * state.lr_scale
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, jax.tree.map(lambda u: lr * u, updates))
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {"loss_sum": loss_sum, "tokens": tokens, "learning_rate": lr,
+                     "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(params: Any, apply_fn: Callable, batch: Mapping[str, jax.Array]
+              ) -> dict[str, jax.Array]:
+  """Summed (unsmoothed) cross-entropy, token count and correct tokens of a batch."""
+  logits_BTV = apply_fn({"params": params}, batch["src"], batch["tgt_in"])
+  loss_sum, tokens = losses.cross_entropy(logits_BTV, batch["tgt_out"])
+  correct, _ = losses.token_accuracy(logits_BTV, batch["tgt_out"])
+  return {"loss_sum": loss_sum, "tokens": tokens, "correct": correct}
+
+
+def predict(params: Any, model: Seq2Seq, src_BS: jax.Array, max_length: int) -> jax.Array:
+  """Greedy output ids [B, max_length] (EOS-terminated, PAD after)."""
+  enc = model.apply({"params": params}, src_BS, method=Seq2Seq.encode)
+  step_fn = lambda carry, token: model.apply(  # noqa: E731
+      {"params": params}, enc, carry, token, method=Seq2Seq.decode_step)
+  return decoding.greedy(step_fn, enc.initial_carry, src_BS.shape[0], max_length)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class Inputs:
+  source_tokenizer: data_lib.Tokenizer
+  target_tokenizer: data_lib.Tokenizer
+  train: data_lib.Pipeline
+  evals: dict[str, tuple[data_lib.Pipeline, list[list[str]]]]  # split -> (batches, references)
+
+
+def prepare_inputs(cfg: Mapping[str, Any], workdir: str, batch_multiple: int) -> Inputs:
+  """Opens the dataset, trains or loads the tokenizers, and builds the pipelines.
+
+  With several processes, process 0 prepares the dataset and trains the tokenizers first and
+  the others then read what it wrote (a shared data_dir and workdir are assumed).
+  """
+  opened = _open_and_tokenize(cfg, workdir) if jax.process_index() == 0 else None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("s2s_jax: data prepared")
+  dataset, sources, targets, src_tok, tgt_tok = opened or _open_and_tokenize(cfg, workdir)
+
+  def tokenized(srcs, tgts):
+    return data_lib.TokenizedSplit.build(zip(srcs, tgts, strict=True), src_tok, tgt_tok)
+
+  buckets = tuple(cfg["bucket_lengths"])
+  train = data_lib.Pipeline(tokenized(sources, targets), data_lib.BatchingConfig(
+      max_tokens=cfg["max_tokens"], bucket_lengths=buckets,
+      max_source_length=cfg["max_source_length"] or None,
+      max_target_length=cfg["max_target_length"] or None, batch_multiple=batch_multiple),
+      shuffle=True, seed=cfg["seed"], name=cfg["train_split"])
+  evals = {}
+  for split in (cfg["eval_split"], cfg["test_split"]):
+    if split and split not in evals:
+      pairs = dataset.split(split)
+      data = tokenized(*pairs.columns(desc=f"reading {split} split"))
+      # Evaluation never drops an example: one more bucket holds the longest, if need be.
+      longest = int(max(np.diff(data.src_offsets).max() + 1, np.diff(data.tgt_offsets).max() + 1))
+      lengths = buckets if longest <= buckets[-1] else (*buckets, -(-longest // 8) * 8)
+      max_tokens = max(cfg["eval_max_tokens"], lengths[-1] * batch_multiple)
+      pipeline = data_lib.Pipeline(
+          data, data_lib.BatchingConfig(max_tokens=max_tokens, bucket_lengths=lengths,
+                                        batch_multiple=batch_multiple),
+          shuffle=False, num_epochs=1, name=split)
+      evals[split] = (pipeline, pairs.all_references())
+  return Inputs(src_tok, tgt_tok, train, evals)
+
+
+def _open_and_tokenize(cfg, workdir):
+  dataset = data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
+                                  options=dict(cfg["options"]))
+  for split, skipped in dataset.skipped.items():
+    if skipped:
+      logging.warning("%s: %d bad lines were skipped while preparing: %s", split,
+                      sum(skipped.values()), dict(skipped))
+  sources, targets = dataset.split(cfg["train_split"]).columns(desc="reading train split")
+  src_tok, tgt_tok = data_lib.get_or_train_tokenizers(
+      os.path.join(workdir, "tokenizers"),
+      data_lib.TokenizerSpec.from_dict(cfg["source_tokenizer"]),
+      data_lib.TokenizerSpec.from_dict(cfg["target_tokenizer"]), sources, targets,
+      shared=cfg["shared_vocab"])
+  return dataset, sources, targets, src_tok, tgt_tok
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Run:
+  """Compiled steps and evaluation for one model on one mesh (jit) or set of devices (pmap)."""
+
+  def __init__(self, config, model: Seq2Seq, inputs: Inputs, mesh):
+    self.config, self.model, self.inputs, self.mesh = config, model, inputs, mesh
+    self.pmap = config.train.parallel == "pmap"
+    step = functools.partial(train_step, label_smoothing=config.train.label_smoothing,
+                             accumulate_steps=config.optimizer.accumulate_steps)
+    self._step = parallel.pmap_train_step(step) if self.pmap else None
+    self._step_builder = step
+    self._eval = jax.jit(eval_step, static_argnums=1)
+    self._predict = jax.jit(predict, static_argnums=(1, 3))
+
+  def compile_step(self, state: TrainState) -> None:
+    if not self.pmap:
+      self._step = parallel.jit_train_step(self._step_builder, self.mesh, state)
+
+  def step(self, state, batch, rng):
+    if self.pmap:
+      return self._step(state, parallel.split_for_pmap(batch), rng)
+    return self._step(state, parallel.global_batch(self.mesh, batch), rng)
+
+  def host_params(self, state: TrainState) -> Any:
+    return parallel.unreplicate(state.params) if self.pmap else state.params
+
+  def evaluate(self, params: Any, split: str, decode: bool) -> dict[str, float]:
+    """Loss, perplexity, token accuracy and (with `decode`) the task metrics of a split."""
+    pipeline, references = self.inputs.evals[split]
+    sums = {"loss_sum": 0.0, "tokens": 0.0, "correct": 0.0}
+    predictions: dict[int, str] = {}
+    factor = self.config.train.max_decode_length_factor
+    apply_fn = self.model.apply
+    for local in pipeline.iterator():
+      batch = (parallel.global_batch(self.mesh, local) if not self.pmap
+               else {k: jnp.asarray(v) for k, v in local.items()})
+      for key, value in self._eval(params, apply_fn, batch).items():
+        sums[key] += float(value)
+      if decode:
+        length = int(factor * local["src"].shape[1]) + 10
+        ids = np.asarray(_gather(self._predict(params, self.model, batch["src"], length)))
+        for row, index in enumerate(np.asarray(_gather(batch["index"]))):
+          if index >= 0:
+            predictions[int(index)] = self.inputs.target_tokenizer.decode(ids[row])
+    loss = sums["loss_sum"] / max(sums["tokens"], 1)
+    result = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+              "accuracy": sums["correct"] / max(sums["tokens"], 1)}
+    if decode and predictions:
+      order = sorted(predictions)
+      hyps = [predictions[i] for i in order]
+      refs = [references[i] for i in order]
+      if self.config.train.eval_metric in ("wer", "per"):
+        result.update(metrics.g2p_scores(hyps, refs))
+      else:
+        result.update(metrics.translation_scores(hyps, [r[0] for r in refs]))
+      result["decoded"] = len(order)
+    return result
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+  """A global array's full value on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class MetricsLog:
+  """metrics.jsonl + TensorBoard, written by process 0; resuming drops lines past the step."""
+
+  def __init__(self, workdir: str, resume_step: int):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    if not self.enabled:
+      return
+    if os.path.exists(self.path):  # a killed run may have logged steps after its checkpoint
+      with open(self.path) as f:
+        kept = [line for line in f if json.loads(line)["step"] <= resume_step]
+      with open(self.path, "w") as f:
+        f.writelines(kept)
+    import tensorboardX
+    self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, values: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, **values}) + "\n")
+    for key, value in values.items():
+      self.writer.add_scalar(key, value, step)
+    self.writer.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self.writer.close()
+
+
+def _check_config(config) -> None:
+  if config.train.parallel not in ("jit", "pmap"):
+    raise ValueError(f"train.parallel={config.train.parallel!r} is invalid; allowed: jit, pmap")
+  if config.train.eval_metric not in LOWER_IS_BETTER:
+    raise ValueError(f"train.eval_metric={config.train.eval_metric!r} is invalid; allowed "
+                     f"values: {tuple(LOWER_IS_BETTER)}")
+  for name in ("log_every", "eval_every", "checkpoint_every", "num_steps"):
+    if config.train[name] < 1:
+      raise ValueError(f"train.{name}={config.train[name]} must be >= 1")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from `workdir` when it holds checkpoints), evaluates, and returns the final
+  metrics. Writes config.json, tokenizers/, checkpoints/, metrics.jsonl, tensorboard/ and
+  learning_curves.png into `workdir`."""
+  _check_config(config)
+  if config.train.distributed:
+    jax.distributed.initialize()
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+
+  devices = jax.local_device_count() if config.train.parallel == "pmap" else jax.device_count()
+  if config.train.parallel == "pmap":
+    devices *= jax.process_count()
+  inputs = prepare_inputs({**config.data, "seed": config.seed}, workdir, batch_multiple=devices)
+  model_cfg = ModelConfig.from_dict({**config.model,
+                                     "src_vocab_size": inputs.source_tokenizer.vocab_size,
+                                     "tgt_vocab_size": inputs.target_tokenizer.vocab_size})
+  model = Seq2Seq(model_cfg)
+  opt = config.optimizer
+  num_updates = config.train.num_steps // opt.accumulate_steps
+  tx = make_optimizer(opt)
+  rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.seed))
+  example = inputs.train.dataset()[0]
+  state = create_train_state(rng_init, model, tx, make_schedule(opt, num_updates), example)
+  mesh = parallel.make_mesh()
+  run = Run(config, model, inputs, mesh)
+  state = jax.device_put(state, parallel.state_sharding(mesh, state))
+  ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                 keep=config.train.keep_checkpoints)
+  loop = {"data": None, "best": None, "bad_evals": 0, "plateau_evals": 0, "train_seconds": 0.0}
+  restored = ckpts.restore_latest(checkpoint.abstract(state))
+  start = 0
+  if restored is not None:
+    start, state, loop = restored
+    logging.info("resuming from step %d", start)
+  if run.pmap:
+    state = parallel.replicate(jax.device_get(state))
+  run.compile_step(state)
+  iterator = inputs.train.iterator(num_workers=config.data.num_workers)
+  if loop["data"] is not None:
+    iterator.set_state(loop["data"])
+  log = MetricsLog(workdir, start)
+  result = _loop(config, run, state, iterator, rng_train, ckpts, loop, log, start)
+  ckpts.wait()
+  if jax.process_index() == 0:
+    plot_learning_curves(log.path, os.path.join(workdir, "learning_curves.png"),
+                         config.train.eval_metric)
+  log.close()
+  ckpts.close()
+  return result
+
+
+def _loop(config, run: Run, state, iterator, rng, ckpts, loop, log, step) -> dict[str, Any]:
+  """Steps from `step` to num_steps: log, evaluate, checkpoint; returns the final metrics."""
+  cfg = config.train
+  lower = LOWER_IS_BETTER[cfg.eval_metric]
+  decode = cfg.eval_metric not in ("loss", "accuracy")
+  acc = {"loss_sum": 0.0, "tokens": 0.0}
+  tokens_seen, tick = 0, time.perf_counter()
+  stop_reason = "num_steps"
+  progress = tqdm.tqdm(total=cfg.num_steps, initial=step, disable=None, unit=" steps",
+                       dynamic_ncols=True)
+  while step < cfg.num_steps:
+    batch = next(iterator)
+    state, step_metrics = run.step(state, batch, rng)
+    step += 1
+    tokens_seen += int((batch["tgt_out"] > 0).sum() + (batch["src"] > 0).sum())
+    acc = jax.tree.map(lambda a, m: a + m, acc, _first(step_metrics, run.pmap, ("loss_sum",
+                                                                               "tokens")))
+    logging_now = step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or \
+        step % cfg.eval_every == 0 or step == cfg.num_steps
+    if not logging_now:
+      continue
+    loss = float(acc["loss_sum"]) / max(float(acc["tokens"]), 1.0)  # waits for the device
+    now = time.perf_counter()
+    loop["train_seconds"] += now - tick
+    if not math.isfinite(loss):
+      ckpts.wait()
+      raise FloatingPointError(
+          f"training loss is {loss} at step {step}: stopping. The last good checkpoint "
+          f"(step {ckpts.last.latest_step()}) is kept in {ckpts.last.directory}; lower "
+          "optimizer.learning_rate or set optimizer.clip_norm and resume from it.")
+    lr = float(_first(step_metrics, run.pmap, ("learning_rate",))["learning_rate"])
+    record = {"train_loss": loss, "learning_rate": lr,
+              "tokens_per_second": tokens_seen / max(now - tick, 1e-9)}
+    progress.update(step - progress.n)
+    progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
+    if progress.disable:
+      logging.info("step %d: %s", step, json.dumps(record))
+    best = False
+    if step % cfg.eval_every == 0 or step == cfg.num_steps:
+      scores = run.evaluate(run.host_params(state), config.data.eval_split, decode)
+      record.update({f"eval_{k}": v for k, v in scores.items()})
+      value = scores[cfg.eval_metric]
+      best = loop["best"] is None or (value < loop["best"] if lower else value > loop["best"])
+      if best:
+        loop.update(best=value, bad_evals=0, plateau_evals=0)
+      else:
+        loop["bad_evals"] += 1
+        loop["plateau_evals"] += 1
+        if config.optimizer.plateau_factor < 1 and \
+            loop["plateau_evals"] >= config.optimizer.plateau_patience:
+          state = state.replace(lr_scale=state.lr_scale * config.optimizer.plateau_factor)
+          loop["plateau_evals"] = 0
+          logging.info("step %d: %s stalled; learning rate scale now %s", step,
+                       cfg.eval_metric, float(_first({"s": state.lr_scale}, run.pmap, ("s",))["s"]))
+      logging.info("step %d eval on %s: %s", step, config.data.eval_split, json.dumps(scores))
+      if cfg.early_stopping_patience and loop["bad_evals"] >= cfg.early_stopping_patience:
+        stop_reason = "early stopping"
+    if cfg.max_minutes and loop["train_seconds"] >= 60 * cfg.max_minutes:
+      stop_reason = "time limit"
+    if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or best or \
+        stop_reason != "num_steps":
+      loop["data"] = iterator.get_state()
+      ckpts.save(step, _host_state(state, run.pmap), dict(loop), best=best)
+    log.write(step, record)
+    acc = {"loss_sum": 0.0, "tokens": 0.0}
+    tokens_seen, tick = 0, time.perf_counter()
+    if stop_reason != "num_steps":
+      logging.info("stopping at step %d: %s", step, stop_reason)
+      break
+  progress.close()
+  final = {"step": step, "stop_reason": stop_reason, "best_" + cfg.eval_metric: loop["best"],
+           "train_minutes": loop["train_seconds"] / 60}
+  test_split = config.data.test_split
+  if test_split:
+    ckpts.wait()
+    restored = ckpts.restore_best(checkpoint.abstract(_host_state(state, run.pmap)))
+    params = restored[1].params if restored else _host_state(state, run.pmap).params
+    scores = run.evaluate(params, test_split, decode)
+    final.update({f"test_{k}": v for k, v in scores.items()})
+    log.write(step, {f"test_{k}": v for k, v in scores.items()})
+  logging.info("final: %s", json.dumps(final))
+  return final
+
+
+def _first(tree: Any, pmap: bool, keys) -> dict:
+  """The named metrics, taking device 0's copy under pmap (they are psummed, so equal)."""
+  return {k: (tree[k][0] if pmap else tree[k]) for k in keys}
+
+
+def _host_state(state: TrainState, pmap: bool) -> TrainState:
+  return parallel.unreplicate(state) if pmap else state
+
+
+def plot_learning_curves(metrics_path: str, out_path: str, metric: str) -> None:
+  """Train / validation loss and the validation task metric against steps."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  with open(metrics_path) as f:
+    rows = [json.loads(line) for line in f]
+  fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+  for key, label in (("train_loss", "train loss"), ("eval_loss", "validation loss")):
+    points = [(r["step"], r[key]) for r in rows if key in r]
+    if points:
+      ax_loss.plot(*zip(*points, strict=True), label=label)
+  points = [(r["step"], r[f"eval_{metric}"]) for r in rows if f"eval_{metric}" in r]
+  if points:
+    ax_metric.plot(*zip(*points, strict=True), marker="o")
+  ax_loss.set(xlabel="step", ylabel="cross-entropy per token")
+  ax_loss.legend()
+  ax_metric.set(xlabel="step", ylabel=f"validation {metric}")
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,31 @@
+"""Train a sequence-to-sequence model; resumes automatically from the workdir.
+
+  python train.py --workdir=/tmp/g2p                                # CMUdict G2P (configs/g2p.py)
+  python train.py --config=configs/translate.py --workdir=/tmp/mt --config.model.hidden_size=256
+"""
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from s2s_jax import training
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "g2p.py"),
+    "Training config file (default: configs/g2p.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and vocabularies.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
