@@ -69,5 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.early_stopping_patience = 0  # evaluations without improvement; 0 = never stop early
   c.train.max_decode_length_factor = 2.0  # decode up to factor * source length + 10 tokens
   c.train.parallel = "jit"  # jit (a device mesh) or pmap
-  c.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+  c.train.distributed = False  # call jax.distributed.initialize() (multi-host; TPU pods and
+  # SLURM clusters find their peers; elsewhere set the three fields below in every process)
+  c.train.coordinator_address = ""  # "host:port" of process 0
+  c.train.num_processes = 0
+  c.train.process_id = -1
+  c.train.cpu_collectives = ""  # "gloo" for multi-process runs on CPU hosts
   return c

@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.dataset = "cmudict/no_stress"
   c.data.max_tokens = 256
   c.data.eval_max_tokens = 512
-  c.data.bucket_lengths = (8, 16, 24)
+  c.data.bucket_lengths = (8, 16)
   c.model.embed_size = 16
   c.model.hidden_size = 32
   c.model.encoder_hidden_size = 16

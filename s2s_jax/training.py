@@ -321,13 +321,25 @@ def _check_config(config) -> None:
       raise ValueError(f"train.{name}={config.train[name]} must be >= 1")
 
 
+def _initialize_distributed(cfg) -> None:
+  if cfg.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+  if cfg.coordinator_address:
+    jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
+                               num_processes=cfg.num_processes, process_id=cfg.process_id)
+  else:
+    jax.distributed.initialize()
+  logging.info("process %d of %d; %d local of %d devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` when it holds checkpoints), evaluates, and returns the final
   metrics. Writes config.json, tokenizers/, checkpoints/, metrics.jsonl, tensorboard/ and
   learning_curves.png into `workdir`."""
   _check_config(config)
   if config.train.distributed:
-    jax.distributed.initialize()
+    _initialize_distributed(config.train)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -375,86 +387,119 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   return result
 
 
+class _Window:
+  """Training loss, tokens and time since the last report (device values summed lazily)."""
+
+  def __init__(self, pmap: bool):
+    self.pmap = pmap
+    self.reset()
+
+  def reset(self) -> None:
+    self.loss_sum, self.tokens, self.host_tokens = 0.0, 0.0, 0
+    self.tick = time.perf_counter()
+
+  def add(self, batch: Mapping[str, np.ndarray], step_metrics: Mapping[str, jax.Array]) -> None:
+    m = _first(step_metrics, self.pmap, ("loss_sum", "tokens", "learning_rate"))
+    self.loss_sum, self.tokens = self.loss_sum + m["loss_sum"], self.tokens + m["tokens"]
+    self.learning_rate = m["learning_rate"]
+    self.host_tokens += int((batch["tgt_out"] > 0).sum() + (batch["src"] > 0).sum())
+
+  def report(self) -> tuple[dict[str, float], float]:
+    """({train_loss, learning_rate, tokens_per_second}, seconds); waits for the device."""
+    loss = float(self.loss_sum) / max(float(self.tokens), 1.0)
+    seconds = time.perf_counter() - self.tick
+    return {"train_loss": loss, "learning_rate": float(self.learning_rate),
+            "tokens_per_second": self.host_tokens / max(seconds, 1e-9)}, seconds
+
+
+def _track(config, loop: dict, value: float) -> tuple[bool, bool, bool]:
+  """Updates best / plateau / early-stopping counters with a validation value; returns
+  (is best, decay the learning rate now, stop early)."""
+  lower = LOWER_IS_BETTER[config.train.eval_metric]
+  best = loop["best"] is None or (value < loop["best"] if lower else value > loop["best"])
+  if best:
+    loop.update(best=value, bad_evals=0, plateau_evals=0)
+    return True, False, False
+  loop["bad_evals"] += 1
+  loop["plateau_evals"] += 1
+  decay = (config.optimizer.plateau_factor < 1
+           and loop["plateau_evals"] >= config.optimizer.plateau_patience)
+  if decay:
+    loop["plateau_evals"] = 0
+  patience = config.train.early_stopping_patience
+  return False, decay, bool(patience and loop["bad_evals"] >= patience)
+
+
 def _loop(config, run: Run, state, iterator, rng, ckpts, loop, log, step) -> dict[str, Any]:
   """Steps from `step` to num_steps: log, evaluate, checkpoint; returns the final metrics."""
   cfg = config.train
-  lower = LOWER_IS_BETTER[cfg.eval_metric]
   decode = cfg.eval_metric not in ("loss", "accuracy")
-  acc = {"loss_sum": 0.0, "tokens": 0.0}
-  tokens_seen, tick = 0, time.perf_counter()
-  stop_reason = "num_steps"
+  window = _Window(run.pmap)
+  stop_reason = None
   progress = tqdm.tqdm(total=cfg.num_steps, initial=step, disable=None, unit=" steps",
                        dynamic_ncols=True)
-  while step < cfg.num_steps:
+  while step < cfg.num_steps and stop_reason is None:
     batch = next(iterator)
     state, step_metrics = run.step(state, batch, rng)
     step += 1
-    tokens_seen += int((batch["tgt_out"] > 0).sum() + (batch["src"] > 0).sum())
-    acc = jax.tree.map(lambda a, m: a + m, acc, _first(step_metrics, run.pmap, ("loss_sum",
-                                                                               "tokens")))
-    logging_now = step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or \
-        step % cfg.eval_every == 0 or step == cfg.num_steps
-    if not logging_now:
+    window.add(batch, step_metrics)
+    last = step == cfg.num_steps
+    evaluate = step % cfg.eval_every == 0 or last
+    save = step % cfg.checkpoint_every == 0 or last
+    if not (step % cfg.log_every == 0 or evaluate or save):
       continue
-    loss = float(acc["loss_sum"]) / max(float(acc["tokens"]), 1.0)  # waits for the device
-    now = time.perf_counter()
-    loop["train_seconds"] += now - tick
-    if not math.isfinite(loss):
+
+    record, seconds = window.report()
+    loop["train_seconds"] += seconds
+    if not math.isfinite(record["train_loss"]):
       ckpts.wait()
       raise FloatingPointError(
-          f"training loss is {loss} at step {step}: stopping. The last good checkpoint "
-          f"(step {ckpts.last.latest_step()}) is kept in {ckpts.last.directory}; lower "
-          "optimizer.learning_rate or set optimizer.clip_norm and resume from it.")
-    lr = float(_first(step_metrics, run.pmap, ("learning_rate",))["learning_rate"])
-    record = {"train_loss": loss, "learning_rate": lr,
-              "tokens_per_second": tokens_seen / max(now - tick, 1e-9)}
+          f"training loss is {record['train_loss']} at step {step}: stopping. The last good "
+          f"checkpoint (step {ckpts.last.latest_step()}) is kept in {ckpts.last.directory}; "
+          "lower optimizer.learning_rate or set optimizer.clip_norm and resume from it.")
     progress.update(step - progress.n)
-    progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
+    progress.set_postfix(loss=f"{record['train_loss']:.3f}",
+                         tok_s=f"{record['tokens_per_second']:.0f}")
     if progress.disable:
       logging.info("step %d: %s", step, json.dumps(record))
+
     best = False
-    if step % cfg.eval_every == 0 or step == cfg.num_steps:
+    if evaluate:
       scores = run.evaluate(run.host_params(state), config.data.eval_split, decode)
-      record.update({f"eval_{k}": v for k, v in scores.items()})
-      value = scores[cfg.eval_metric]
-      best = loop["best"] is None or (value < loop["best"] if lower else value > loop["best"])
-      if best:
-        loop.update(best=value, bad_evals=0, plateau_evals=0)
-      else:
-        loop["bad_evals"] += 1
-        loop["plateau_evals"] += 1
-        if config.optimizer.plateau_factor < 1 and \
-            loop["plateau_evals"] >= config.optimizer.plateau_patience:
-          state = state.replace(lr_scale=state.lr_scale * config.optimizer.plateau_factor)
-          loop["plateau_evals"] = 0
-          logging.info("step %d: %s stalled; learning rate scale now %s", step,
-                       cfg.eval_metric, float(_first({"s": state.lr_scale}, run.pmap, ("s",))["s"]))
       logging.info("step %d eval on %s: %s", step, config.data.eval_split, json.dumps(scores))
-      if cfg.early_stopping_patience and loop["bad_evals"] >= cfg.early_stopping_patience:
+      record.update({f"eval_{k}": v for k, v in scores.items()})
+      best, decay, early_stop = _track(config, loop, scores[cfg.eval_metric])
+      if decay:
+        state = state.replace(lr_scale=state.lr_scale * config.optimizer.plateau_factor)
+        logging.info("step %d: %s stalled; learning rate multiplied by %s", step,
+                     cfg.eval_metric, config.optimizer.plateau_factor)
+      if early_stop:
         stop_reason = "early stopping"
     if cfg.max_minutes and loop["train_seconds"] >= 60 * cfg.max_minutes:
       stop_reason = "time limit"
-    if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or best or \
-        stop_reason != "num_steps":
+
+    # Log before checkpointing: a resumed run drops logged steps past its checkpoint, so a kill
+    # between the two never leaves a step unlogged.
+    log.write(step, record)
+    if save or best or stop_reason:
       loop["data"] = iterator.get_state()
       ckpts.save(step, _host_state(state, run.pmap), dict(loop), best=best)
-    log.write(step, record)
-    acc = {"loss_sum": 0.0, "tokens": 0.0}
-    tokens_seen, tick = 0, time.perf_counter()
-    if stop_reason != "num_steps":
-      logging.info("stopping at step %d: %s", step, stop_reason)
-      break
+    window.reset()
   progress.close()
-  final = {"step": step, "stop_reason": stop_reason, "best_" + cfg.eval_metric: loop["best"],
-           "train_minutes": loop["train_seconds"] / 60}
-  test_split = config.data.test_split
-  if test_split:
+  if stop_reason:
+    logging.info("stopped at step %d: %s", step, stop_reason)
+
+  final = {"step": step, "stop_reason": stop_reason or "num_steps",
+           f"best_{cfg.eval_metric}": loop["best"], "train_minutes": loop["train_seconds"] / 60}
+  if config.data.test_split:  # with the best checkpoint's parameters
     ckpts.wait()
-    restored = ckpts.restore_best(checkpoint.abstract(_host_state(state, run.pmap)))
-    params = restored[1].params if restored else _host_state(state, run.pmap).params
-    scores = run.evaluate(params, test_split, decode)
-    final.update({f"test_{k}": v for k, v in scores.items()})
-    log.write(step, {f"test_{k}": v for k, v in scores.items()})
+    host_state = _host_state(state, run.pmap)
+    restored = ckpts.restore_best(checkpoint.abstract(host_state))
+    params = restored[1].params if restored else host_state.params
+    scores = {f"test_{k}": v for k, v in
+              run.evaluate(params, config.data.test_split, decode).items()}
+    final.update(scores)
+    log.write(step, scores)
   logging.info("final: %s", json.dumps(final))
   return final
 

@@ -1,0 +1,240 @@
+"""Training: the tiny config learns; jit, pmap and one device agree; kill-and-resume is exact;
+checkpoints fall back past a corrupt step; a non-finite loss stops the run; bad configs are named.
+"""
+
+import functools
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import tiny
+from s2s_jax import ModelConfig, Seq2Seq, checkpoint, parallel, training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _copy_task_dict(path: pathlib.Path, words: int = 400) -> str:
+  """A cmudict-format file whose 'pronunciation' spells the word in capitals: learnable fast."""
+  rng = random.Random(0)
+  vocab = set()
+  while len(vocab) < words:
+    vocab.add("".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 6))))
+  path.write_text("".join(f"{w} {' '.join(c.upper() for c in w)}\n" for w in sorted(vocab)))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def copy_dict(tmp_path_factory) -> str:
+  return _copy_task_dict(tmp_path_factory.mktemp("data") / "copy.dict")
+
+
+def _tiny_config(copy_dict: str, data_dir: str):
+  config = tiny.get_config()
+  config.data.options.dict_path = copy_dict
+  config.data.data_dir = data_dir
+  return config
+
+
+def _metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_tiny_config_learns_the_copy_task_and_writes_its_outputs(copy_dict, tmp_path):
+  config = _tiny_config(copy_dict, str(tmp_path / "tfds"))
+  config.train.num_steps = 40
+  result = training.train_and_evaluate(config, str(tmp_path / "run"))
+  rows = _metrics(tmp_path / "run")
+  losses = [r["train_loss"] for r in rows if "train_loss" in r]
+  assert len(losses) == 40
+  assert np.mean(losses[-5:]) < 0.5 * losses[0]
+  assert [r["step"] for r in rows if "eval_wer" in r] == [10, 20, 30, 40]
+  assert 0 <= result["test_wer"] <= 1 and result["test_decoded"] > 0
+  for name in ("config.json", "learning_curves.png", "tokenizers/tokenizers.json"):
+    assert (tmp_path / "run" / name).exists(), name
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints" / "last")) == ["30", "40"]
+
+
+def _small_state(rows: int = 16):
+  cfg = ModelConfig(src_vocab_size=20, tgt_vocab_size=24, embed_size=8, hidden_size=16,
+                    attention="luong", input_feeding=True)
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(2, 7, rows)
+  mask = np.arange(7)[None, :] < lengths[:, None]
+  batch = {"src": np.where(mask, rng.integers(4, 20, (rows, 7)), 0).astype(np.int32),
+           "tgt_in": np.where(mask, rng.integers(4, 24, (rows, 7)), 0).astype(np.int32),
+           "tgt_out": np.where(mask, rng.integers(4, 24, (rows, 7)), 0).astype(np.int32)}
+  opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 1}
+  state = training.create_train_state(jax.random.PRNGKey(0), Seq2Seq(cfg),
+                                      training.make_optimizer(opt),
+                                      optax.constant_schedule(1e-2), batch)
+  return state, batch
+
+
+def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters():
+  assert jax.device_count() == 8
+  step = functools.partial(training.train_step, label_smoothing=0.1)
+  rng = jax.random.PRNGKey(3)
+  results = {}
+  for name, devices in (("one device", jax.devices()[:1]), ("jit, 8 devices", jax.devices())):
+    state, batch = _small_state()
+    mesh = parallel.make_mesh(devices)
+    state = jax.device_put(state, parallel.state_sharding(mesh, state))
+    fn = parallel.jit_train_step(step, mesh, state)
+    for _ in range(3):
+      state, _ = fn(state, parallel.global_batch(mesh, batch), rng)
+    results[name] = jax.device_get(state.params)
+  state, batch = _small_state()
+  fn = parallel.pmap_train_step(step)
+  state = parallel.replicate(state)
+  for _ in range(3):
+    state, _ = fn(state, parallel.split_for_pmap(batch), rng)
+  results["pmap, 8 devices"] = jax.device_get(parallel.unreplicate(state.params))
+  reference = results.pop("one device")
+  for name, params in results.items():
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7, err_msg=name),
+                 params, reference)
+
+
+def _train_cmd(workdir, data_dir, copy_dict, num_steps):
+  return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "tiny.py"),
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          f"--config.data.options.dict_path={copy_dict}", f"--config.train.num_steps={num_steps}"]
+
+
+def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(copy_dict, tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  data_dir = tmp_path / "tfds"
+  steps = 60
+  subprocess.run(_train_cmd(tmp_path / "whole", data_dir, copy_dict, steps), env=env,
+                 check=True, capture_output=True)
+  killed = subprocess.Popen(_train_cmd(tmp_path / "killed", data_dir, copy_dict, steps), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = tmp_path / "killed" / "checkpoints" / "last" / "20"
+  deadline = time.time() + 300
+  while not first.exists() and killed.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  killed.send_signal(signal.SIGKILL)
+  assert killed.wait() == -signal.SIGKILL  # it was still running: the resume below is real
+  resumed = subprocess.run(_train_cmd(tmp_path / "killed", data_dir, copy_dict, steps), env=env,
+                           check=True, capture_output=True, text=True)
+  assert "resuming from step" in resumed.stderr
+  whole = [(r["step"], r["train_loss"]) for r in _metrics(tmp_path / "whole") if "train_loss" in r]
+  again = [(r["step"], r["train_loss"]) for r in _metrics(tmp_path / "killed") if "train_loss" in r]
+  assert again == whole and len(whole) == steps
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  ckpts = checkpoint.Checkpoints(str(tmp_path), keep=3)
+  state = {"w": jnp.arange(4.0)}
+  for step in (1, 2):
+    ckpts.save(step, {"w": state["w"] * step}, {"data": {"next_index": step}})
+  ckpts.wait()
+  for path in (tmp_path / "last" / "2" / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"garbage")
+  (tmp_path / "last" / "3.orbax-checkpoint-tmp-123").mkdir()  # a save killed halfway
+  reopened = checkpoint.Checkpoints(str(tmp_path), keep=3)
+  step, restored_state, loop = reopened.restore_latest(checkpoint.abstract(state))
+  assert step == 1 and loop == {"data": {"next_index": 1}}
+  np.testing.assert_array_equal(restored_state["w"], np.arange(4.0))
+  assert "checkpoint step 2" in caplog.text and "unreadable" in caplog.text
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(copy_dict, tmp_path):
+  config = _tiny_config(copy_dict, str(tmp_path / "tfds"))
+  config.train.num_steps = 10
+  training.train_and_evaluate(config, str(tmp_path / "run"))
+  config.train.num_steps = 30
+  config.optimizer.learning_rate = float("nan")
+  with pytest.raises(FloatingPointError, match=r"at step 12.*last good checkpoint \(step 10\)"):
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "run" / "checkpoints"))
+  assert ckpts.last.all_steps() == [10]
+
+
+def _parse_config_flags(monkeypatch, *args: str):
+  argv = ["train.py", *args]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags finds override flags in sys.argv
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "tiny.py"), flag_values=values)
+  values(argv)
+  return values.config
+
+
+def test_config_override_of_a_missing_field_names_it_on_the_command_line(tmp_path):
+  run = subprocess.run([sys.executable, str(ROOT / "train.py"), f"--workdir={tmp_path}",
+                        "--config.model.hidden_sise=3"], capture_output=True, text=True)
+  assert run.returncode != 0
+  assert 'hidden_sise' in run.stderr and 'Did you mean "hidden_size"' in run.stderr
+  assert not os.listdir(tmp_path)  # failed before doing anything
+
+
+def test_config_overrides_apply(monkeypatch):
+  config = _parse_config_flags(monkeypatch, "--config.model.hidden_size=48",
+                               "--config.train.parallel=pmap")
+  assert (config.model.hidden_size, config.train.parallel) == (48, "pmap")
+
+
+@pytest.mark.parametrize(("section", "field", "value", "message"), [
+    ("train", "parallel", "pmapp", "train.parallel='pmapp' is invalid"),
+    ("train", "eval_metric", "bleuu", "train.eval_metric='bleuu' is invalid"),
+    ("train", "log_every", 0, "train.log_every=0 must be >= 1"),
+])
+def test_bad_train_config_values_are_named(section, field, value, message):
+  config = tiny.get_config()
+  config[section][field] = value
+  with pytest.raises(ValueError, match=message):
+    training.train_and_evaluate(config, "/nonexistent/never/created")
+
+
+def test_bad_optimizer_and_schedule_names_are_named():
+  with pytest.raises(ValueError, match="optimizer.name='adamm' is invalid"):
+    training.make_optimizer({"name": "adamm", "clip_norm": 0, "accumulate_steps": 1})
+  with pytest.raises(ValueError, match="optimizer.schedule='cosine' is invalid"):
+    training.make_schedule({"learning_rate": 1.0, "warmup_steps": 1, "schedule": "cosine"}, 10)
+
+
+@pytest.mark.parametrize(("name", "reference"), [
+    ("adamw", lambda lr: optax.adamw(lr, weight_decay=0.1)),
+    ("sgd", lambda lr: optax.sgd(lr, momentum=0.9)),
+    ("adam", lambda lr: optax.adam(lr)),
+])
+def test_unit_rate_optimizer_times_the_schedule_equals_optax_with_that_schedule(name, reference):
+  cfg = {"name": name, "weight_decay": 0.1, "momentum": 0.9, "clip_norm": 0,
+         "accumulate_steps": 1, "learning_rate": 0.05, "warmup_steps": 3,
+         "schedule": "warmup_rsqrt"}
+  schedule = training.make_schedule(cfg, 10)
+  ours, theirs = training.make_optimizer(cfg), reference(schedule)
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  p1, s1, p2, s2 = params, ours.init(params), params, theirs.init(params)
+  def grads(p, step):
+    return {"w": p["w"] ** 3 - step}
+
+  for step in range(6):
+    updates, s1 = ours.update(grads(p1, step), s1, p1)
+    p1 = optax.apply_updates(p1, {"w": schedule(step) * updates["w"]})
+    updates, s2 = theirs.update(grads(p2, step), s2, p2)
+    p2 = optax.apply_updates(p2, updates)
+  np.testing.assert_allclose(p1["w"], p2["w"], rtol=1e-6)
+
+
+def test_warmup_rsqrt_rises_linearly_then_decays_as_inverse_sqrt():
+  schedule = training.make_schedule(
+      {"learning_rate": 1.0, "warmup_steps": 4, "schedule": "warmup_rsqrt"}, 100)
+  np.testing.assert_allclose([float(schedule(s)) for s in (0, 1, 3, 15, 63)],
+                             [0.25, 0.5, 1.0, 0.5, 0.25], rtol=1e-6)
