@@ -41,12 +41,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.attention = "luong"
   c.model.attention_score = "general"
   c.model.input_feeding = True
-  c.model.dropout = 0.2
+  c.model.dropout = 0.1
   c.model.dtype = "float32"  # "bfloat16" for bf16 compute
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # adam, adamw, sgd (with momentum), adafactor
-  c.optimizer.learning_rate = 2e-3  # peak learning rate
+  c.optimizer.learning_rate = 3e-3  # peak learning rate
   c.optimizer.schedule = "warmup_cosine"  # constant, warmup_rsqrt, warmup_cosine
   c.optimizer.warmup_steps = 200
   c.optimizer.final_learning_rate = 2e-5  # end of warmup_cosine
@@ -58,12 +58,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.accumulate_steps = 1  # gradient accumulation: update every N batches
 
   c.train = ml_collections.ConfigDict()
-  c.train.num_steps = 5000  # batches: about 9 epochs of CMUdict, ~25 minutes on 2 CPU cores
+  c.train.num_steps = 7200  # batches: about 13 epochs of CMUdict, ~27 minutes on 2 CPU cores
   c.train.max_minutes = 0.0  # stop earlier after this much training time; 0 = no limit
   c.train.label_smoothing = 0.1
   c.train.log_every = 50
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 500
+  c.train.eval_every = 800
+  c.train.checkpoint_every = 800
   c.train.keep_checkpoints = 2  # most recent; the best one is kept separately
   c.train.eval_metric = "wer"  # wer, per, bleu, chrf, loss, accuracy
   c.train.early_stopping_patience = 0  # evaluations without improvement; 0 = never stop early

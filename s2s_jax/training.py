@@ -247,14 +247,16 @@ class Run:
     factor = self.config.train.max_decode_length_factor
     apply_fn = self.model.apply
     for local in pipeline.iterator():
-      batch = (parallel.global_batch(self.mesh, local) if not self.pmap
-               else {k: jnp.asarray(v) for k, v in local.items()})
+      if self.pmap:  # params live on one device here: evaluate the whole global batch there
+        batch, gather = {k: jnp.asarray(_gather(v)) for k, v in local.items()}, np.asarray
+      else:
+        batch, gather = parallel.global_batch(self.mesh, local), _gather
       for key, value in self._eval(params, apply_fn, batch).items():
         sums[key] += float(value)
       if decode:
         length = int(factor * local["src"].shape[1]) + 10
-        ids = np.asarray(_gather(self._predict(params, self.model, batch["src"], length)))
-        for row, index in enumerate(np.asarray(_gather(batch["index"]))):
+        ids = gather(self._predict(params, self.model, batch["src"], length))
+        for row, index in enumerate(gather(batch["index"])):
           if index >= 0:
             predictions[int(index)] = self.inputs.target_tokenizer.decode(ids[row])
     loss = sums["loss_sum"] / max(sums["tokens"], 1)
@@ -272,8 +274,8 @@ class Run:
     return result
 
 
-def _gather(x: jax.Array) -> np.ndarray:
-  """A global array's full value on every process."""
+def _gather(x: jax.Array | np.ndarray) -> np.ndarray:
+  """A global array's full value (or every process's rows of a host array) on every process."""
   if jax.process_count() == 1:
     return np.asarray(x)
   from jax.experimental import multihost_utils

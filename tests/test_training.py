@@ -20,7 +20,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import tiny
+from configs import g2p, tiny, translate
 from s2s_jax import ModelConfig, Seq2Seq, checkpoint, parallel, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -156,9 +156,12 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(copy_dict, tmp_path):
+  # On the pmap path, which this also runs end to end (train, evaluate, checkpoint, resume).
   config = _tiny_config(copy_dict, str(tmp_path / "tfds"))
+  config.train.parallel = "pmap"
   config.train.num_steps = 10
-  training.train_and_evaluate(config, str(tmp_path / "run"))
+  first = training.train_and_evaluate(config, str(tmp_path / "run"))
+  assert 0 <= first["test_wer"] <= 1 and first["test_decoded"] > 0
   config.train.num_steps = 30
   config.optimizer.learning_rate = float("nan")
   with pytest.raises(FloatingPointError, match=r"at step 12.*last good checkpoint \(step 10\)"):
@@ -238,3 +241,31 @@ def test_warmup_rsqrt_rises_linearly_then_decays_as_inverse_sqrt():
       {"learning_rate": 1.0, "warmup_steps": 4, "schedule": "warmup_rsqrt"}, 100)
   np.testing.assert_allclose([float(schedule(s)) for s in (0, 1, 3, 15, 63)],
                              [0.25, 0.5, 1.0, 0.5, 0.25], rtol=1e-6)
+
+
+def test_accumulating_two_identical_batches_equals_one_step_on_that_batch():
+  results = []
+  for accumulate in (1, 2):
+    state, batch = _small_state()
+    opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": accumulate}
+    state = state.replace(tx=training.make_optimizer(opt),
+                          opt_state=training.make_optimizer(opt).init(state.params))
+    step = jax.jit(functools.partial(training.train_step, accumulate_steps=accumulate))
+    for _ in range(accumulate):
+      state, _ = step(state, batch, jax.random.PRNGKey(0))
+    results.append(state.params)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7), *results)
+
+
+@pytest.mark.parametrize("name", ["g2p", "translate", "tiny"])
+def test_every_config_file_builds_its_model_tokenizers_batching_and_optimizer(name):
+  config = {"g2p": g2p, "translate": translate, "tiny": tiny}[name].get_config()
+  ModelConfig.from_dict({**config.model, "src_vocab_size": 50, "tgt_vocab_size": 60})
+  for side in ("source_tokenizer", "target_tokenizer"):
+    training.data_lib.TokenizerSpec.from_dict(config.data[side])
+  training.data_lib.BatchingConfig(max_tokens=config.data.max_tokens,
+                                   bucket_lengths=tuple(config.data.bucket_lengths))
+  training.make_optimizer(config.optimizer)
+  assert float(training.make_schedule(config.optimizer, config.train.num_steps)(10)) > 0
+  training._check_config(config)
+  assert config.train.eval_metric in training.LOWER_IS_BETTER
