@@ -292,7 +292,7 @@ class MetricsLog:
       return
     if os.path.exists(self.path):  # a killed run may have logged steps after its checkpoint
       with open(self.path) as f:
-        kept = [line for line in f if json.loads(line)["step"] <= resume_step]
+        kept = [line for line in f if _logged_step(line) <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(kept)
     import tensorboardX
@@ -310,6 +310,14 @@ class MetricsLog:
   def close(self) -> None:
     if self.enabled:
       self.writer.close()
+
+
+def _logged_step(line: str) -> float:
+  """The step of a metrics.jsonl line; inf for a line cut short by a kill (then dropped)."""
+  try:
+    return json.loads(line)["step"]
+  except (json.JSONDecodeError, KeyError):
+    return math.inf
 
 
 def _check_config(config) -> None:

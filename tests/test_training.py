@@ -269,3 +269,13 @@ def test_every_config_file_builds_its_model_tokenizers_batching_and_optimizer(na
   assert float(training.make_schedule(config.optimizer, config.train.num_steps)(10)) > 0
   training._check_config(config)
   assert config.train.eval_metric in training.LOWER_IS_BETTER
+
+
+def test_resumed_metrics_log_drops_steps_past_the_checkpoint_and_a_line_cut_by_a_kill(tmp_path):
+  lines = [json.dumps({"step": s, "train_loss": 1.0 / s}) + "\n" for s in (1, 2, 3)]
+  (tmp_path / "metrics.jsonl").write_text("".join(lines) + '{"step": 4, "train_lo')
+  log = training.MetricsLog(str(tmp_path), resume_step=2)
+  log.write(3, {"train_loss": 0.5})
+  log.close()
+  assert [r["step"] for r in _metrics(tmp_path)] == [1, 2, 3]
+  assert _metrics(tmp_path)[-1]["train_loss"] == 0.5
