@@ -1,14 +1,35 @@
-"""Search over a step-function protocol; this module knows nothing about the model.
+"""Search over a step-function protocol: greedy, beam search and sampling. Imports no model code.
 
-A step function maps `(carry, token_B) -> (logits_BV, new carry)`; the carry is any pytree (for
-`Seq2Seq`, the `DecoderCarry`, with the `Encoded` source bound by a closure). Shape legend: B batch,
-V vocabulary, T output length.
+The protocol: a step function maps `(carry, tokens_N) -> (logits_NV, new carry)` for N rows,
+where the carry is any pytree whose leaves all have N rows on their leading axis (for `Seq2Seq`:
+the `DecoderCarry`, with the `Encoded` source bound by a closure). Logits may be unnormalized;
+the search takes their log-softmax. Greedy and sampling run N = B rows; beam search runs
+N = B*K rows, beam-major within each sentence (row b*K + k), with the carry and everything the
+step function closes over tiled by `tile_beams`; it reorders the carry with `reorder_fn`
+(default `gather_rows`: index every leaf's leading axis).
+
+Every loop is one `lax.while_loop` that stops as soon as every sentence is finished, so a whole
+search compiles into one program. Outputs are `Hypotheses`: tokens EOS-terminated and PAD-filled
+after; a hypothesis that reaches its length limit is cut there without EOS.
+
+Length limits: `max_length` (static) sizes the output; `limit_B` (optional, <= max_length) caps
+each sentence, e.g. from a ratio of its source length.
+
+Scores: `logprob` is the sum of the model's log-probabilities of the output tokens, EOS included
+(what teacher forcing gives); beam search ranks by `score = logprob / penalty(length)` with
+`length` counting EOS:
+  'gnmt'     penalty = ((5 + length) / 6) ** alpha   (Wu et al. 2016)
+  'average'  penalty = length ** alpha               (alpha = 1: the mean log-probability)
+alpha = 0 ranks by the plain sum. Greedy and sampling report score = logprob.
+
+Shape legend: B sentences, K beam size, N rows the step function sees, V vocabulary,
+T max_length, M = 2K candidates per sentence and step, R n-best rank.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,26 +37,202 @@ import jax.numpy as jnp
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 StepFn = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
+ReorderFn = Callable[[Any, jax.Array], Any]
+LENGTH_PENALTIES = ("gnmt", "average")
 
 
-def greedy(step_fn: StepFn, carry: Any, batch_size: int, max_length: int) -> jax.Array:
-  """Greedy decoding: int32 tokens [B, max_length], each row EOS-terminated then PAD-filled.
+class Hypotheses(NamedTuple):
+  """Search results for B sentences, R hypotheses each, best first."""
 
-  A row that has not produced EOS after `max_length` steps is cut there (no EOS). The loop stops
-  as soon as every row has finished.
-  """
+  tokens_BRT: jax.Array  # int32; EOS-terminated then PAD, or cut at the limit without EOS
+  logprob_BR: jax.Array  # float32 sum of the tokens' log-probabilities (EOS included)
+  score_BR: jax.Array  # float32 ranking score (length-normalized for beam search)
+  length_BR: jax.Array  # int32 tokens in the output (EOS included)
+
+
+def gather_rows(tree: Any, index_N: jax.Array) -> Any:
+  """Every leaf's rows `index_N` (the default beam reordering)."""
+  return jax.tree.map(lambda x: jnp.take(x, index_N, axis=0), tree)
+
+
+def tile_beams(tree: Any, beam_size: int) -> Any:
+  """Repeats every leaf's rows `beam_size` times in place: row b becomes rows b*K .. b*K+K-1."""
+  return jax.tree.map(lambda x: jnp.repeat(x, beam_size, axis=0), tree)
+
+
+def length_penalty(length: jax.Array, alpha: float, kind: str = "gnmt") -> jax.Array:
+  """The divisor of a hypothesis' log-probability (see the module docstring)."""
+  length = jnp.asarray(length, jnp.float32)
+  if kind == "gnmt":
+    return ((5.0 + length) / 6.0) ** alpha
+  if kind == "average":
+    return jnp.maximum(length, 1.0) ** alpha
+  raise ValueError(f"length_penalty={kind!r} is invalid; allowed values: {LENGTH_PENALTIES}")
+
+
+def _limits(limit_B: jax.Array | None, batch_size: int, max_length: int) -> jax.Array:
+  if limit_B is None:
+    return jnp.full((batch_size,), max_length, jnp.int32)
+  return jnp.clip(jnp.asarray(limit_B, jnp.int32), 1, max_length)
+
+
+# ----------------------------------------------------------------------------- one path per row
+
+
+def _single_path(step_fn: StepFn, carry: Any, batch_size: int, max_length: int,
+                 limit_B: jax.Array | None, choose: Callable) -> Hypotheses:
+  """The loop shared by greedy and sampling: `choose(t, logits_BV) -> tokens_B`."""
+  limit_B = _limits(limit_B, batch_size, max_length)
 
   def cond(state):
-    t, _, _, done, _ = state
-    return (t < max_length) & ~jnp.all(done)
+    t, _, _, done_B, *_ = state
+    return (t < max_length) & ~jnp.all(done_B)
 
   def body(state):
-    t, carry, token_B, done_B, out_BT = state
+    t, carry, token_B, done_B, out_BT, logprob_B, length_B = state
     logits_BV, carry = step_fn(carry, token_B)
-    next_B = jnp.where(done_B, PAD_ID, jnp.argmax(logits_BV, axis=-1).astype(jnp.int32))
+    logits_BV = logits_BV.astype(jnp.float32)
+    next_B = jnp.where(done_B, PAD_ID, choose(t, logits_BV).astype(jnp.int32))
+    token_logprob_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), next_B[:, None],
+                                          axis=1)[:, 0]
+    logprob_B = logprob_B + jnp.where(done_B, 0.0, token_logprob_B)
+    length_B = length_B + (~done_B).astype(jnp.int32)
     out_BT = jax.lax.dynamic_update_slice_in_dim(out_BT, next_B[:, None], t, axis=1)
-    return t + 1, carry, next_B, done_B | (next_B == EOS_ID), out_BT
+    done_B = done_B | (next_B == EOS_ID) | (t + 1 >= limit_B)
+    return t + 1, carry, next_B, done_B, out_BT, logprob_B, length_B
 
-  state = (jnp.int32(0), carry, jnp.full((batch_size,), BOS_ID, jnp.int32),
-           jnp.zeros((batch_size,), bool), jnp.full((batch_size, max_length), PAD_ID, jnp.int32))
-  return jax.lax.while_loop(cond, body, state)[-1]
+  B = batch_size
+  state = (jnp.int32(0), carry, jnp.full((B,), BOS_ID, jnp.int32), jnp.zeros((B,), bool),
+           jnp.full((B, max_length), PAD_ID, jnp.int32), jnp.zeros((B,), jnp.float32),
+           jnp.zeros((B,), jnp.int32))
+  *_, out_BT, logprob_B, length_B = jax.lax.while_loop(cond, body, state)
+  return Hypotheses(out_BT[:, None], logprob_B[:, None], logprob_B[:, None], length_B[:, None])
+
+
+def greedy(step_fn: StepFn, carry: Any, batch_size: int, max_length: int, *,
+           limit_B: jax.Array | None = None) -> Hypotheses:
+  """The most probable token at every step; one hypothesis per sentence (R = 1)."""
+  return _single_path(step_fn, carry, batch_size, max_length, limit_B,
+                      lambda t, logits_BV: jnp.argmax(logits_BV, axis=-1))
+
+
+def filter_logits(logits_BV: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> jax.Array:
+  """Logits divided by `temperature`, with -inf outside the `top_k` most probable tokens and
+  outside the smallest set whose probability reaches `top_p` (0 / 1.0 switch them off)."""
+  logits_BV = logits_BV.astype(jnp.float32) / temperature
+  if top_k:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+    before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV  # mass of the more probable tokens
+    # Keep a token while the tokens before it hold less than top_p (the first is always kept).
+    threshold_B1 = jnp.min(jnp.where(before_BV < top_p, sorted_BV, jnp.inf), axis=-1,
+                           keepdims=True)
+    logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
+  return logits_BV
+
+
+def sample(step_fn: StepFn, carry: Any, rng: jax.Array, batch_size: int, max_length: int, *,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           row_ids_B: jax.Array | None = None, limit_B: jax.Array | None = None) -> Hypotheses:
+  """Ancestral sampling from the filtered distribution (`filter_logits`); R = 1.
+
+  Row r draws with `fold_in(fold_in(rng, row_ids_B[r]), t)` (row ids default to 0..B-1), so a
+  sentence given the same id gets the same sample whatever else shares its batch. `logprob` is
+  under the unfiltered model.
+  """
+  if temperature <= 0:
+    raise ValueError(f"temperature={temperature} must be > 0 (use greedy for temperature 0)")
+  if not 0.0 < top_p <= 1.0:
+    raise ValueError(f"top_p={top_p} must be in (0, 1]")
+  if row_ids_B is None:
+    row_ids_B = jnp.arange(batch_size)
+  row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, row_ids_B)
+
+  def choose(t, logits_BV):
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, t)
+    filtered_BV = filter_logits(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p)
+    return jax.vmap(jax.random.categorical)(keys, filtered_BV)
+
+  return _single_path(step_fn, carry, batch_size, max_length, limit_B, choose)
+
+
+# ----------------------------------------------------------------------------- beam search
+
+
+def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, max_length: int,
+                *, alpha: float = 0.0, length_penalty_kind: str = "gnmt", nbest: int = 1,
+                limit_B: jax.Array | None = None,
+                reorder_fn: ReorderFn = gather_rows) -> Hypotheses:
+  """Beam search; returns the `nbest` best finished hypotheses of each sentence (R = nbest).
+
+  `carry` (and whatever `step_fn` closes over) has B*K rows: see `tile_beams`. Each step expands
+  every live hypothesis by every token and keeps the 2K best candidates: those among the K best
+  that end (in EOS, or at the sentence's length limit) compete for the n-best list by score, and
+  the K best that do not end live on (as in fairseq, so beam size 1 is greedy search). A sentence is done only when no live hypothesis can still reach the n-best list: with
+  log-probabilities <= 0 and a penalty that grows with length, a live hypothesis' score is at
+  most `logprob / penalty(limit)`.
+  """
+  length_penalty(1, alpha, length_penalty_kind)  # validates the kind
+  if alpha < 0:
+    raise ValueError(f"alpha={alpha} must be >= 0 (the stopping rule needs a penalty that "
+                     "does not shrink with length)")
+  if not 1 <= nbest <= beam_size:
+    raise ValueError(f"nbest={nbest} must be between 1 and beam_size={beam_size}")
+  B, K, T, R = batch_size, beam_size, max_length, nbest
+  limit_B = _limits(limit_B, B, T)
+  best_possible_penalty_B = length_penalty(limit_B, alpha, length_penalty_kind)
+  batch_B1 = jnp.arange(B)[:, None]
+
+  def cond(state):
+    t, *_, done_B = state
+    return (t < T) & ~jnp.all(done_B)
+
+  def body(state):
+    (t, carry, token_BK, alive_BKT, alive_logprob_BK,
+     fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, _) = state
+    logits_NV, carry = step_fn(carry, token_BK.reshape(B * K))
+    V = logits_NV.shape[-1]
+    logprob_BKV = jax.nn.log_softmax(logits_NV.astype(jnp.float32)).reshape(B, K, V)
+    candidates_BKV = alive_logprob_BK[:, :, None] + logprob_BKV
+    M = min(2 * K, K * V)
+    cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKV.reshape(B, K * V), M)
+    parent_BM, cand_token_BM = flat_BM // V, (flat_BM % V).astype(jnp.int32)
+    cand_BMT = alive_BKT[batch_B1, parent_BM].at[:, :, t].set(cand_token_BM)
+    length = t + 1
+    ends_BM = (cand_token_BM == EOS_ID) | (length >= limit_B)[:, None]
+
+    # Live on: the K best candidates that did not end.
+    alive_logprob_BK, pick_BK = jax.lax.top_k(jnp.where(ends_BM, -jnp.inf, cand_logprob_BM), K)
+    alive_BKT = cand_BMT[batch_B1, pick_BK]
+    token_BK = cand_token_BM[batch_B1, pick_BK]
+    carry = reorder_fn(carry, (batch_B1 * K + parent_BM[batch_B1, pick_BK]).reshape(B * K))
+
+    # Finished: merge the candidates that ended into the n-best list.
+    penalty = length_penalty(length, alpha, length_penalty_kind)
+    finishes_BM = ends_BM & (jnp.arange(M) < K)[None, :]
+    cand_score_BM = jnp.where(finishes_BM, cand_logprob_BM / penalty, -jnp.inf)
+    all_score = jnp.concatenate([fin_score_BR, cand_score_BM], axis=1)
+    fin_score_BR, keep_BR = jax.lax.top_k(all_score, R)
+    fin_BRT = jnp.concatenate([fin_BRT, cand_BMT], axis=1)[batch_B1, keep_BR]
+    fin_logprob_BR = jnp.concatenate([fin_logprob_BR, cand_logprob_BM], axis=1)[batch_B1, keep_BR]
+    fin_length_BR = jnp.concatenate(
+        [fin_length_BR, jnp.full((B, M), length, jnp.int32)], axis=1)[batch_B1, keep_BR]
+
+    best_live_B = jnp.max(alive_logprob_BK, axis=1) / best_possible_penalty_B
+    done_B = best_live_B <= fin_score_BR[:, -1]
+    return (t + 1, carry, token_BK, alive_BKT, alive_logprob_BK,
+            fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, done_B)
+
+  # Only beam 0 is live at the start, so the first step expands one copy of each sentence.
+  alive_logprob_BK = jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, axis=0)
+  state = (jnp.int32(0), carry, jnp.full((B, K), BOS_ID, jnp.int32),
+           jnp.full((B, K, T), PAD_ID, jnp.int32), alive_logprob_BK,
+           jnp.full((B, R, T), PAD_ID, jnp.int32), jnp.full((B, R), -jnp.inf),
+           jnp.full((B, R), -jnp.inf), jnp.zeros((B, R), jnp.int32), jnp.zeros((B,), bool))
+  *_, fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, _ = jax.lax.while_loop(
+      cond, body, state)
+  return Hypotheses(fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR)

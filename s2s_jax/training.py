@@ -143,7 +143,7 @@ def predict(params: Any, model: Seq2Seq, src_BS: jax.Array, max_length: int) -> 
   enc = model.apply({"params": params}, src_BS, method=Seq2Seq.encode)
   step_fn = lambda carry, token: model.apply(  # noqa: E731
       {"params": params}, enc, carry, token, method=Seq2Seq.decode_step)
-  return decoding.greedy(step_fn, enc.initial_carry, src_BS.shape[0], max_length)
+  return decoding.greedy(step_fn, enc.initial_carry, src_BS.shape[0], max_length).tokens_BRT[:, 0]
 
 
 # ----------------------------------------------------------------------------- data

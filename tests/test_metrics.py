@@ -1,11 +1,8 @@
-"""Task metrics against hand-computed cases, and greedy search against a scripted step function."""
+"""Task metrics against hand-computed cases."""
 
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from s2s_jax import decoding, metrics
-from s2s_jax.special_ids import EOS_ID, PAD_ID
+from s2s_jax import metrics
 
 
 @pytest.mark.parametrize(("a", "b", "distance"), [
@@ -35,29 +32,3 @@ def test_translation_scores_are_100_for_exact_and_lower_otherwise():
   assert perfect == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
   worse = metrics.translation_scores(["the cat sat on a mat", "a dog ran"], refs)
   assert worse["bleu"] < 100 and worse["chrf"] < 100
-
-
-def test_greedy_follows_the_argmax_and_pads_after_eos():
-  # Row r emits tokens 5, 6, ... and EOS after r + 1 tokens; the carry counts steps.
-  vocab = 12
-
-  def step_fn(carry, token_B):
-    del token_B
-    t_B, rows_B = carry
-    want_B = jnp.where(t_B > rows_B, EOS_ID, 5 + t_B)
-    return jax_one_hot(want_B, vocab), (t_B + 1, rows_B)
-
-  tokens = decoding.greedy(step_fn, (jnp.zeros(3, jnp.int32), jnp.arange(3)), 3, max_length=6)
-  np.testing.assert_array_equal(np.asarray(tokens), [
-      [5, EOS_ID, PAD_ID, PAD_ID, PAD_ID, PAD_ID],
-      [5, 6, EOS_ID, PAD_ID, PAD_ID, PAD_ID],
-      [5, 6, 7, EOS_ID, PAD_ID, PAD_ID]])
-
-
-def test_greedy_cuts_rows_without_eos_at_max_length():
-  tokens = decoding.greedy(lambda c, t: (jax_one_hot(jnp.full(2, 7), 9), c), (), 2, max_length=4)
-  np.testing.assert_array_equal(np.asarray(tokens), [[7] * 4] * 2)
-
-
-def jax_one_hot(ids, vocab):
-  return 10.0 * (jnp.arange(vocab)[None, :] == ids[:, None])
