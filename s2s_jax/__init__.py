@@ -1,4 +1,9 @@
-"""s2s_jax: RNN encoder-decoder models in JAX/Flax."""
+"""s2s_jax: RNN encoder-decoder models in JAX/Flax.
+
+  model = s2s_jax.load(workdir)          # a trained run: config, tokenizers, best checkpoint
+  model.decode(["hello"], beam_size=5)   # -> [Result(text=..., hypotheses=...)]
+  s2s_jax.export(workdir, "model.exported")
+"""
 
 from s2s_jax.losses import cross_entropy, mean_cross_entropy, token_accuracy
 from s2s_jax.model import DecoderCarry, Encoded, ModelConfig, Seq2Seq
@@ -7,6 +12,14 @@ from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 __all__ = [
     "BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID",
     "DecoderCarry", "Encoded", "ModelConfig", "Seq2Seq",
-    "cross_entropy", "mean_cross_entropy", "token_accuracy",
+    "cross_entropy", "export", "load", "mean_cross_entropy", "token_accuracy",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+  # Loading and exporting pull in Orbax and the tokenizers: imported on first use only.
+  if name in ("load", "export"):
+    from s2s_jax import inference
+    return getattr(inference, name)
+  raise AttributeError(f"module 's2s_jax' has no attribute {name!r}")

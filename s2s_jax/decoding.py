@@ -172,7 +172,8 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
   `carry` (and whatever `step_fn` closes over) has B*K rows: see `tile_beams`. Each step expands
   every live hypothesis by every token and keeps the 2K best candidates: those among the K best
   that end (in EOS, or at the sentence's length limit) compete for the n-best list by score, and
-  the K best that do not end live on (as in fairseq, so beam size 1 is greedy search). A sentence is done only when no live hypothesis can still reach the n-best list: with
+  the K best that do not end live on (as in fairseq; with alpha = 0, beam size 1 is greedy
+  search). A sentence is done only when no live hypothesis can still reach the n-best list: with
   log-probabilities <= 0 and a penalty that grows with length, a live hypothesis' score is at
   most `logprob / penalty(limit)`.
   """

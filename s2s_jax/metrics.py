@@ -43,3 +43,12 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> 
   refs = [list(references)]
   return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), refs).score,
           "chrf": sacrebleu.corpus_chrf(list(hypotheses), refs).score}
+
+
+def task_scores(metric: str, predictions: Sequence[str], references: Sequence[Sequence[str]]
+                ) -> dict[str, float]:
+  """The scores a task reports, chosen by its metric: WER and PER for 'wer' / 'per' (any of a
+  word's references counts), else BLEU and chrF against each sentence's first reference."""
+  if metric in ("wer", "per"):
+    return g2p_scores(predictions, references)
+  return translation_scores(predictions, [refs[0] for refs in references])

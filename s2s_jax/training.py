@@ -266,10 +266,7 @@ class Run:
       order = sorted(predictions)
       hyps = [predictions[i] for i in order]
       refs = [references[i] for i in order]
-      if self.config.train.eval_metric in ("wer", "per"):
-        result.update(metrics.g2p_scores(hyps, refs))
-      else:
-        result.update(metrics.translation_scores(hyps, [r[0] for r in refs]))
+      result.update(metrics.task_scores(self.config.train.eval_metric, hyps, refs))
       result["decoded"] = len(order)
     return result
 

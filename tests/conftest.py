@@ -1,7 +1,8 @@
-"""Test setup: 8 fake CPU devices (for data-parallel tests), set before jax is imported; and a
-guard that no test imports TensorFlow."""
+"""Test setup: 8 fake CPU devices (for data-parallel tests), set before jax is imported; a guard
+that no test imports TensorFlow; and a tiny model trained once per session on a copy task."""
 
 import os
+import random
 import sys
 
 import pytest
@@ -16,3 +17,38 @@ def _no_tensorflow():
   """The project must run without TensorFlow: no test may import it, even indirectly."""
   yield
   assert "tensorflow" not in sys.modules, "a test imported tensorflow"
+
+
+def copy_task_dict(path, words: int = 400) -> str:
+  """A cmudict-format file whose 'pronunciation' spells the word in capitals: learnable fast."""
+  rng = random.Random(0)
+  vocab = set()
+  while len(vocab) < words:
+    vocab.add("".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 6))))
+  path.write_text("".join(f"{w} {' '.join(c.upper() for c in w)}\n" for w in sorted(vocab)))
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def copy_dict(tmp_path_factory) -> str:
+  return copy_task_dict(tmp_path_factory.mktemp("data") / "copy.dict")
+
+
+def tiny_config(copy_dict: str, data_dir: str):
+  """configs/tiny.py reading the copy task."""
+  from configs import tiny
+  config = tiny.get_config()
+  config.data.options.dict_path = copy_dict
+  config.data.data_dir = data_dir
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(copy_dict, tmp_path_factory):
+  """(workdir, final metrics) of configs/tiny.py trained 40 steps on the copy task."""
+  from s2s_jax import training
+  root = tmp_path_factory.mktemp("tiny_run")
+  config = tiny_config(copy_dict, str(root / "tfds"))
+  config.train.num_steps = 40
+  result = training.train_and_evaluate(config, str(root / "run"))
+  return root / "run", result

@@ -6,12 +6,12 @@ import functools
 import json
 import os
 import pathlib
-import random
 import signal
 import subprocess
 import sys
 import time
 
+import conftest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,26 +26,8 @@ from s2s_jax import ModelConfig, Seq2Seq, checkpoint, parallel, training
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _copy_task_dict(path: pathlib.Path, words: int = 400) -> str:
-  """A cmudict-format file whose 'pronunciation' spells the word in capitals: learnable fast."""
-  rng = random.Random(0)
-  vocab = set()
-  while len(vocab) < words:
-    vocab.add("".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 6))))
-  path.write_text("".join(f"{w} {' '.join(c.upper() for c in w)}\n" for w in sorted(vocab)))
-  return str(path)
-
-
-@pytest.fixture(scope="module")
-def copy_dict(tmp_path_factory) -> str:
-  return _copy_task_dict(tmp_path_factory.mktemp("data") / "copy.dict")
-
-
 def _tiny_config(copy_dict: str, data_dir: str):
-  config = tiny.get_config()
-  config.data.options.dict_path = copy_dict
-  config.data.data_dir = data_dir
-  return config
+  return conftest.tiny_config(copy_dict, data_dir)
 
 
 def _metrics(workdir) -> list[dict]:
@@ -53,19 +35,17 @@ def _metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
-def test_tiny_config_learns_the_copy_task_and_writes_its_outputs(copy_dict, tmp_path):
-  config = _tiny_config(copy_dict, str(tmp_path / "tfds"))
-  config.train.num_steps = 40
-  result = training.train_and_evaluate(config, str(tmp_path / "run"))
-  rows = _metrics(tmp_path / "run")
+def test_tiny_config_learns_the_copy_task_and_writes_its_outputs(tiny_run):
+  workdir, result = tiny_run
+  rows = _metrics(workdir)
   losses = [r["train_loss"] for r in rows if "train_loss" in r]
   assert len(losses) == 40
   assert np.mean(losses[-5:]) < 0.5 * losses[0]
   assert [r["step"] for r in rows if "eval_wer" in r] == [10, 20, 30, 40]
   assert 0 <= result["test_wer"] <= 1 and result["test_decoded"] > 0
   for name in ("config.json", "learning_curves.png", "tokenizers/tokenizers.json"):
-    assert (tmp_path / "run" / name).exists(), name
-  assert sorted(os.listdir(tmp_path / "run" / "checkpoints" / "last")) == ["30", "40"]
+    assert (workdir / name).exists(), name
+  assert sorted(os.listdir(workdir / "checkpoints" / "last")) == ["30", "40"]
 
 
 def _small_state(rows: int = 16):

@@ -42,6 +42,8 @@ class Tokenizer(Protocol):
 
   def decode(self, ids: Iterable[int]) -> str: ...
 
+  def pieces(self, ids: Iterable[int]) -> list[str]: ...
+
   def save(self, path: str) -> None: ...
 
 
@@ -65,6 +67,7 @@ def atomic_write(path: str, data: bytes) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
@@ -106,9 +109,12 @@ class VocabTokenizer:
     return [self._ids.get(t, UNK_ID) for t in self.split(text)]
 
   def decode(self, ids: Iterable[int]) -> str:
-    pieces = [self.tokens[i - NUM_SPECIAL_IDS] if i >= NUM_SPECIAL_IDS else SPECIAL_PIECES[i]
-              for i in _until_eos(ids)]
-    return ("" if self.kind == "char" else " ").join(pieces)
+    return ("" if self.kind == "char" else " ").join(self.pieces(_until_eos(ids)))
+
+  def pieces(self, ids: Iterable[int]) -> list[str]:
+    """The token of each id (specials as <pad>, <s>, </s>, <unk>), e.g. for plot labels."""
+    return [self.tokens[i - NUM_SPECIAL_IDS] if i >= NUM_SPECIAL_IDS else SPECIAL_PIECES[i]
+            for i in map(int, ids)]
 
   def save(self, path: str) -> None:
     atomic_write(path, json.dumps({"kind": self.kind, "tokens": self.tokens},
@@ -164,6 +170,10 @@ class SentencePieceTokenizer:
 
   def decode(self, ids: Iterable[int]) -> str:
     return self._sp.decode(_until_eos(ids))
+
+  def pieces(self, ids: Iterable[int]) -> list[str]:
+    """The subword piece of each id (specials as <pad>, <s>, </s>, <unk>)."""
+    return [self._sp.id_to_piece(int(i)) for i in ids]
 
   def save(self, path: str) -> None:
     atomic_write(path, self.model_proto)

@@ -1,0 +1,131 @@
+"""Decode text with a trained model: one output line per input line, in input order.
+
+  echo hello | python decode.py --workdir=/tmp/g2p                    # beam search, K = 5
+  python decode.py --workdir=/tmp/g2p --input=words.txt --nbest=3      # TSV: index rank score text
+  python decode.py --workdir=/tmp/g2p --input=words.txt --reference=prons.txt   # + WER / PER
+  python decode.py --workdir=/tmp/g2p --split=test                     # a split of the run's data
+
+Input comes from --input or stdin; output goes to --output or stdout. An empty input line gives an
+empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
+dropped. With --reference (one line per input; several references separated by tabs) or --split,
+the task metrics (WER/PER or BLEU/chrF, from the run's config) are printed to stderr as JSON.
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'last' or a step number.")
+_INPUT = flags.DEFINE_string("input", None, "Input text file (default: stdin).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output file (default: stdout).")
+_REFERENCE = flags.DEFINE_string("reference", None, "References, line-aligned with the input.")
+_SPLIT = flags.DEFINE_string("split", None, "Decode this split of the run's dataset instead of "
+                             "--input, scored against all its references.")
+_METHOD = flags.DEFINE_enum("method", "beam", ["beam", "greedy", "sample"], "Search method.")
+_BEAM_SIZE = flags.DEFINE_integer("beam_size", 5, "Beam width (1 = greedy).")
+_NBEST = flags.DEFINE_integer("nbest", 1, "Outputs per input; > 1 writes TSV "
+                              "(index, rank, score, text).")
+_ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (0 = none).")
+_LENGTH_PENALTY = flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "average"],
+                                    "Length penalty formula.")
+_MAX_LEN = flags.DEFINE_integer("max_len", 256, "Absolute cap on output tokens.")
+_MAX_LEN_RATIO = flags.DEFINE_float("max_len_ratio", 2.0, "Output tokens <= ratio * source "
+                                    "tokens + max_len_offset.")
+_MAX_LEN_OFFSET = flags.DEFINE_integer("max_len_offset", 10, "See --max_len_ratio.")
+_MAX_SOURCE_LEN = flags.DEFINE_integer("max_source_len", 256, "Longer inputs are cut (warned).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most probable tokens (0 = all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Sentences per compiled batch.")
+_CHUNK = 4096  # lines read, decoded and written at a time
+
+
+def _read_lines(path: str | None) -> list[str]:
+  stream = sys.stdin if path is None else open(path, encoding="utf-8")  # noqa: SIM115
+  with stream:
+    return [line.rstrip("\r\n") for line in stream]
+
+
+def _inputs(model) -> tuple[list[str], list[list[str]] | None]:
+  """(input lines, references per line or None)."""
+  if _SPLIT.value:
+    from s2s_jax import data as data_lib
+    cfg = model.config["data"]
+    dataset = data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
+                                    options=dict(cfg["options"]))
+    pairs = dataset.split(_SPLIT.value)
+    return pairs.columns()[0], pairs.all_references()
+  lines = _read_lines(_INPUT.value)
+  if _REFERENCE.value is None:
+    return lines, None
+  references = [line.split("\t") for line in _read_lines(_REFERENCE.value)]
+  if len(references) != len(lines):
+    raise app.UsageError(f"--reference={_REFERENCE.value} has {len(references)} lines but the "
+                         f"input has {len(lines)}")
+  return lines, references
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # stderr carries warnings and progress, not library logs
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  if _SPLIT.value and (_INPUT.value or _REFERENCE.value):
+    raise app.UsageError("--split replaces --input and --reference; give one or the other")
+  import tqdm
+
+  from s2s_jax import inference, metrics
+  try:
+    model = inference.load(_WORKDIR.value, _CHECKPOINT.value)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"decode.py: error: {e}")
+  try:
+    lines, references = _inputs(model)
+  except OSError as e:
+    sys.exit(f"decode.py: error: {e}")
+  options = dict(method=_METHOD.value, beam_size=_BEAM_SIZE.value, nbest=_NBEST.value,
+                 alpha=_ALPHA.value, length_penalty=_LENGTH_PENALTY.value, max_len=_MAX_LEN.value,
+                 max_len_ratio=_MAX_LEN_RATIO.value, max_len_offset=_MAX_LEN_OFFSET.value,
+                 max_source_len=_MAX_SOURCE_LEN.value, temperature=_TEMPERATURE.value,
+                 top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value,
+                 batch_size=_BATCH_SIZE.value)
+  out = sys.stdout if _OUTPUT.value is None else open(_OUTPUT.value, "w", encoding="utf-8")  # noqa: SIM115
+  best: list[str] = []
+  progress = tqdm.tqdm(total=len(lines), unit=" lines", disable=None, file=sys.stderr)
+  try:
+    for start in range(0, len(lines), _CHUNK):
+      try:
+        results = model.decode(lines[start:start + _CHUNK], **options)
+      except ValueError as e:
+        sys.exit(f"decode.py: error: {e}")
+      for i, result in enumerate(results, start=start):
+        if result.truncated:
+          print(f"decode.py: warning: input line {i + 1} is longer than --max_source_len="
+                f"{_MAX_SOURCE_LEN.value} tokens; decoded its first {_MAX_SOURCE_LEN.value - 1}",
+                file=sys.stderr)
+        best.append(result.text)
+        if _NBEST.value == 1:
+          out.write(result.text + "\n")
+        elif not result.hypotheses:  # an empty input: one row with the empty output
+          out.write(f"{i}\t1\t0.0\t\n")
+        for rank, hyp in enumerate(result.hypotheses if _NBEST.value > 1 else (), start=1):
+          out.write(f"{i}\t{rank}\t{hyp.score:.4f}\t{hyp.text}\n")
+      out.flush()
+      progress.update(len(results))
+  finally:
+    progress.close()
+    if out is not sys.stdout:
+      out.close()
+  if references is not None:
+    metric = model.config.get("train", {}).get("eval_metric", "bleu")
+    scored = [(h, r) for h, r, line in zip(best, references, lines, strict=True) if line.strip()]
+    scores = metrics.task_scores(metric, *zip(*scored, strict=True)) if scored else {}
+    print(json.dumps({"decoded": len(scored), **scores}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)

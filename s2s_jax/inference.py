@@ -1,0 +1,418 @@
+"""Decoding trained models from Python: `load(workdir)` -> `Model.decode(texts)`, attention plots,
+and `export` (the whole compiled search, weights included, as a `jax.export` artifact).
+
+  model = s2s_jax.load("runs/g2p")                   # config, tokenizers, best checkpoint
+  [r.text for r in model.decode(["hello", "world"])]   # beam search, K = 5
+  model.plot_attention("hello", path="hello.png")
+
+Shape legend: B sentences, S source length (EOS included), R hypotheses per sentence, T output
+length, K beam size.
+
+`search` is the one pure function behind `Model.decode` and `export`: source ids in, hypotheses
+out, with every sentence's output limit computed from its own source length, so the output for a
+sentence does not depend on what shares its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from s2s_jax import decoding
+from s2s_jax import model as model_lib
+from s2s_jax.data import tokenizers as tokenizers_lib
+from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
+
+METHODS = ("beam", "greedy", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+  """How to search. Compiled in: each distinct value set compiles once per input shape.
+
+  method: 'beam', 'greedy' or 'sample' (beam_size 1 runs greedy).
+  beam_size, nbest: beam width K and hypotheses returned per sentence (<= K; for sampling the
+    number of samples drawn per sentence, best first).
+  alpha, length_penalty: beam ranking `logprob / penalty(length)`, penalty 'gnmt'
+    ((5 + length) / 6) ** alpha or 'average' length ** alpha (see `s2s_jax.decoding`).
+  max_len: absolute cap on output tokens (EOS included).
+  max_len_ratio, max_len_offset: a sentence's outputs have at most
+    `ceil(max_len_ratio * source tokens) + max_len_offset` tokens (and at most max_len).
+  temperature, top_k, top_p: sampling filters.
+  """
+
+  method: str = "beam"
+  beam_size: int = 5
+  nbest: int = 1
+  alpha: float = 0.6
+  length_penalty: str = "gnmt"
+  max_len: int = 256
+  max_len_ratio: float = 2.0
+  max_len_offset: int = 10
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"method={self.method!r} is invalid; allowed values: {METHODS}")
+    for name in ("beam_size", "nbest", "max_len"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+    if self.method == "beam" and self.nbest > self.beam_size:
+      raise ValueError(f"nbest={self.nbest} must not exceed beam_size={self.beam_size}")
+    if self.method == "greedy" or (self.method == "beam" and self.beam_size == 1):
+      if self.nbest != 1:
+        raise ValueError(f"nbest={self.nbest}: greedy search (beam_size 1) has one hypothesis")
+    if self.max_len_ratio <= 0:
+      raise ValueError(f"max_len_ratio={self.max_len_ratio} must be > 0")
+    decoding.length_penalty(1, self.alpha, self.length_penalty)  # validates the kind
+
+  def output_length(self, source_length: int) -> int:
+    """The static output length T for sources padded to `source_length` (EOS included)."""
+    return min(self.max_len, math.ceil(self.max_len_ratio * max(source_length - 1, 0))
+               + self.max_len_offset)
+
+
+def search(params: Any, cfg: model_lib.ModelConfig, src_BS: jax.Array, opts: SearchOptions,
+           max_length: int, rng: jax.Array | None = None,
+           row_ids_B: jax.Array | None = None) -> decoding.Hypotheses:
+  """Encodes `src_BS` (int32, trailing PAD, EOS-terminated) and searches; pure.
+
+  Each sentence's output limit comes from its own length (`SearchOptions`), capped by the
+  static `max_length`. Greedy and sampling scores are normalized like beam scores, so `score`
+  means the same for every method.
+  """
+  B = src_BS.shape[0]
+  words_B = jnp.sum(src_BS != PAD_ID, axis=1) - 1  # without the EOS
+  limit_B = jnp.minimum(
+      jnp.ceil(opts.max_len_ratio * words_B).astype(jnp.int32) + opts.max_len_offset,
+      min(opts.max_len, max_length))
+  enc = model_lib.encode(params, cfg, src_BS)
+
+  def step_fn_over(enc_rows):
+    def step_fn(carry, token_N):
+      logits_NV, carry, _ = model_lib.decode_step(params, cfg, enc_rows, carry, token_N)
+      return logits_NV, carry
+    return step_fn
+
+  if opts.method == "beam" and opts.beam_size > 1:
+    K = opts.beam_size
+    tiled = decoding.tile_beams(enc, K)
+    return decoding.beam_search(step_fn_over(tiled), tiled.initial_carry, B, K, max_length,
+                                alpha=opts.alpha, length_penalty_kind=opts.length_penalty,
+                                nbest=opts.nbest, limit_B=limit_B)
+  if opts.method == "sample":
+    R = opts.nbest
+    tiled = decoding.tile_beams(enc, R)
+    ids_B = jnp.arange(B) if row_ids_B is None else row_ids_B
+    out = decoding.sample(step_fn_over(tiled), tiled.initial_carry, rng, B * R, max_length,
+                          temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
+                          row_ids_B=(ids_B[:, None] * R + jnp.arange(R)).reshape(B * R),
+                          limit_B=jnp.repeat(limit_B, R))
+    out = jax.tree.map(lambda x: x.reshape(B, R, *x.shape[2:]), out)
+  else:
+    out = decoding.greedy(step_fn_over(enc), enc.initial_carry, B, max_length, limit_B=limit_B)
+  score_BR = out.logprob_BR / decoding.length_penalty(out.length_BR, opts.alpha,
+                                                      opts.length_penalty)
+  order_BR = jnp.argsort(-score_BR, axis=1)  # best first (matters for several samples)
+  return decoding.Hypotheses(*(jnp.take_along_axis(x, order_BR[..., None], axis=1)
+                               if x.ndim == 3 else jnp.take_along_axis(x, order_BR, axis=1)
+                               for x in (out.tokens_BRT, out.logprob_BR, score_BR,
+                                         out.length_BR)))
+
+
+_search_jit = jax.jit(search, static_argnames=("cfg", "opts", "max_length"))
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _attention(params, cfg, src_BS, tgt_in_BT):
+  enc = model_lib.encode(params, cfg, src_BS)
+  _, weights_BTS = model_lib.decode(params, cfg, enc, tgt_in_BT)
+  return weights_BTS
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class Hypothesis:
+  text: str
+  score: float  # logprob / length penalty: what the search ranks by
+  logprob: float  # sum of token log-probabilities, EOS included
+  ids: tuple[int, ...]  # output token ids, without EOS
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """One input's outputs, best first. An empty (whitespace-only) input has no hypotheses."""
+
+  source: str
+  hypotheses: tuple[Hypothesis, ...]
+  truncated: bool = False  # the source was cut to max_source_len tokens
+  attention: np.ndarray | None = None  # [output tokens + EOS, source tokens + EOS], best hyp.
+
+  @property
+  def text(self) -> str:
+    """The best output ('' for an empty input)."""
+    return self.hypotheses[0].text if self.hypotheses else ""
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class Model:
+  """A trained model with its tokenizers, ready to decode text.
+
+  Attributes:
+    config: the run's config (a plain dict, as saved in config.json), or {}.
+    model_config: the frozen `ModelConfig`.
+    params: the parameters (a pytree of arrays).
+    source_tokenizer, target_tokenizer: the run's tokenizers.
+    step: the checkpoint's training step (None when built in memory).
+  """
+
+  def __init__(self, model_config: model_lib.ModelConfig, params: Any,
+               source_tokenizer: tokenizers_lib.Tokenizer,
+               target_tokenizer: tokenizers_lib.Tokenizer, *, config: dict | None = None,
+               step: int | None = None):
+    self.model_config, self.params = model_config, params
+    self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
+    self.config, self.step = config or {}, step
+
+  def source_ids(self, text: str, max_source_len: int = 256) -> tuple[list[int], bool]:
+    """(ids with EOS, truncated?): what the model reads for `text`, as in training."""
+    if max_source_len < 2:
+      raise ValueError(f"max_source_len={max_source_len} must be >= 2 (a token and EOS)")
+    ids = self.source_tokenizer.encode(text)
+    truncated = len(ids) + 1 > max_source_len
+    return ids[:max_source_len - 1] + [EOS_ID], truncated
+
+  def decode(self, texts: Sequence[str], *, beam_size: int = 5, nbest: int = 1,
+             method: str = "beam", alpha: float = 0.6, length_penalty: str = "gnmt",
+             max_len: int = 256, max_len_ratio: float = 2.0, max_len_offset: int = 10,
+             max_source_len: int = 256, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, seed: int = 0, batch_size: int = 64,
+             return_attention: bool = False) -> list[Result]:
+    """Decodes `texts`; returns one `Result` per text, in input order.
+
+    Texts are sorted by length and decoded `batch_size` at a time (padded to a multiple of 8
+    tokens, so few shapes compile); the order is restored after. A source longer than
+    `max_source_len` tokens (EOS included) is cut, with a warning, and marked `truncated`.
+    Sampling draws sentence i's samples from `seed` and i, whatever shares its batch.
+    See `SearchOptions` for the search arguments.
+    """
+    if isinstance(texts, str):
+      raise TypeError("decode takes a list of texts; wrap a single text in a list")
+    opts = SearchOptions(method=method, beam_size=beam_size, nbest=nbest, alpha=alpha,
+                         length_penalty=length_penalty, max_len=max_len,
+                         max_len_ratio=max_len_ratio, max_len_offset=max_len_offset,
+                         temperature=temperature, top_k=top_k, top_p=top_p)
+    if return_attention and self.model_config.attention == "none":
+      raise ValueError("return_attention=True: this model has no attention (attention='none')")
+    encoded = [self.source_ids(t, max_source_len) if t.strip() else ([], False) for t in texts]
+    truncated = [i for i, (_, cut) in enumerate(encoded) if cut]
+    if truncated:
+      logging.warning("%d of %d inputs are longer than max_source_len=%d tokens and were cut "
+                      "(input indices %s)", len(truncated), len(texts), max_source_len,
+                      truncated[:10])
+    todo = sorted((i for i, (ids, _) in enumerate(encoded) if ids),
+                  key=lambda i: len(encoded[i][0]))
+    hyps: dict[int, tuple[Hypothesis, ...]] = {}
+    attention: dict[int, np.ndarray] = {}
+    rng = jax.random.PRNGKey(seed)
+    for start in range(0, len(todo), batch_size):
+      rows = todo[start:start + batch_size]
+      src_BS, row_ids = self._batch([encoded[i][0] for i in rows], rows, batch_size)
+      out = jax.device_get(_search_jit(self.params, self.model_config, src_BS, opts,
+                                       opts.output_length(src_BS.shape[1]), rng, row_ids))
+      for r, i in enumerate(rows):
+        hyps[i] = tuple(self._hypothesis(out, r, k) for k in range(out.score_BR.shape[1]))
+      if return_attention:
+        best = [hyps[i][0].ids for i in rows]
+        weights = self._attention_weights(src_BS[:len(rows)], best)
+        for r, i in enumerate(rows):
+          attention[i] = weights[r, :len(best[r]) + 1, :len(encoded[i][0])]
+    return [Result(text, hyps.get(i, ()), encoded[i][1], attention.get(i))
+            for i, text in enumerate(texts)]
+
+  @staticmethod
+  def _batch(sources: list[list[int]], rows: list[int], batch_size: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Sources padded to a multiple of 8 tokens and to a power-of-two row count (<= batch_size)
+    by repeating the first one: the compiled shapes stay few."""
+    n = min(batch_size, 1 << (len(sources) - 1).bit_length())
+    length = -(-max(map(len, sources)) // 8) * 8
+    src_BS = np.full((n, length), PAD_ID, np.int32)
+    for r in range(n):
+      ids = sources[r] if r < len(sources) else sources[0]
+      src_BS[r, :len(ids)] = ids
+    row_ids = np.array(rows + [rows[0]] * (n - len(rows)), np.int32)
+    return src_BS, row_ids
+
+  def _hypothesis(self, out: decoding.Hypotheses, row: int, rank: int) -> Hypothesis:
+    length = int(out.length_BR[row, rank])
+    ids = [int(t) for t in out.tokens_BRT[row, rank, :length] if t != EOS_ID]
+    return Hypothesis(self.target_tokenizer.decode(ids), float(out.score_BR[row, rank]),
+                      float(out.logprob_BR[row, rank]), tuple(ids))
+
+  def _attention_weights(self, src_BS: np.ndarray, outputs: list[Sequence[int]]) -> np.ndarray:
+    """Teacher-forced attention weights [B, T, S] for outputs (ids without EOS)."""
+    T = -(-(max(map(len, outputs)) + 1) // 8) * 8
+    tgt_in_BT = np.full((len(outputs), T), PAD_ID, np.int32)
+    for r, ids in enumerate(outputs):
+      tgt_in_BT[r, 0] = BOS_ID
+      tgt_in_BT[r, 1:len(ids) + 1] = ids
+    return np.asarray(_attention(self.params, self.model_config, src_BS, tgt_in_BT))
+
+  def attention(self, source: str, output: str | None = None, **decode_kw: Any
+                ) -> tuple[np.ndarray, list[str], list[str]]:
+    """`(weights [output tokens + EOS, source tokens + EOS], source pieces, output pieces)`
+    for `output` (default: the model's own best output for `source`)."""
+    if self.model_config.attention == "none":
+      raise ValueError("this model has no attention (attention='none')")
+    src_ids, _ = self.source_ids(source, decode_kw.pop("max_source_len", 256))
+    if output is None:
+      out_ids = list(self.decode([source], **decode_kw)[0].hypotheses[0].ids)
+    else:
+      out_ids = self.target_tokenizer.encode(output)
+    weights = self._attention_weights(np.array([src_ids], np.int32), [out_ids])
+    return (weights[0, :len(out_ids) + 1, :len(src_ids)],
+            self.source_tokenizer.pieces(src_ids), self.target_tokenizer.pieces(
+                [*out_ids, EOS_ID]))
+
+  def plot_attention(self, source: str, output: str | None = None, path: str = "attention.png",
+                     **decode_kw: Any) -> str:
+    """Writes a heatmap of the attention weights (source tokens across, output tokens down) to
+    `path` (PNG); `output` defaults to the model's best output. Returns `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights, src_pieces, out_pieces = self.attention(source, output, **decode_kw)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(src_pieces), 1.0 + 0.4 * len(out_pieces)))
+    image = ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90 if any(
+        len(p) > 2 for p in src_pieces) else 0)
+    ax.set_yticks(range(len(out_pieces)), out_pieces)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(workdir: str, checkpoint: str | int = "best") -> Model:
+  """The model trained in `workdir` (by train.py): its config, tokenizers and parameters.
+
+  Args:
+    workdir: a training run's directory (config.json, tokenizers/, checkpoints/).
+    checkpoint: 'best' (the best validation step; the latest step when the run never
+      evaluated), 'last' (the latest step), or a step number.
+
+  Raises:
+    FileNotFoundError: `workdir` is not a finished-enough run (names what is missing).
+    ValueError: the checkpoint asked for does not exist (lists those that do).
+  """
+  workdir = os.path.abspath(workdir)
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"workdir {workdir} does not exist")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{workdir} is not a training run: {config_path} is missing")
+  with open(config_path) as f:
+    config = json.load(f)
+  tokenizer_dir = os.path.join(workdir, "tokenizers")
+  if not os.path.exists(os.path.join(tokenizer_dir, tokenizers_lib.MANIFEST)):
+    raise FileNotFoundError(f"{tokenizer_dir}/{tokenizers_lib.MANIFEST} is missing: the run "
+                            "stopped before its tokenizers were written")
+  src_tok, tgt_tok = tokenizers_lib.load_tokenizers(tokenizer_dir)
+  model_config = model_lib.ModelConfig.from_dict({
+      **config["model"], "src_vocab_size": src_tok.vocab_size,
+      "tgt_vocab_size": tgt_tok.vocab_size})
+  step, params = _restore_params(os.path.join(workdir, "checkpoints"), checkpoint)
+  logging.info("loaded %s step %d", workdir, step)
+  return Model(model_config, params, src_tok, tgt_tok, config=config, step=step)
+
+
+def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
+  steps = {}
+  for kind in ("last", "best"):
+    path = os.path.join(directory, kind)
+    if os.path.isdir(path):
+      manager = ocp.CheckpointManager(path, item_handlers={
+          "state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
+      steps[kind] = (manager, manager.all_steps())
+  available = sorted({s for _, all_steps in steps.values() for s in all_steps})
+  if not available:
+    raise FileNotFoundError(f"no checkpoint in {directory}: the run saved none yet")
+  if which == "best" and steps.get("best", (None, []))[1]:
+    manager, step = steps["best"][0], max(steps["best"][1])
+  elif which in ("best", "last"):
+    if which == "best":
+      logging.warning("%s has no best checkpoint (no validation yet); using the latest step",
+                      directory)
+    manager, step = steps["last"][0], max(steps["last"][1])
+  else:
+    try:
+      step = int(which)
+    except ValueError:
+      raise ValueError(f"checkpoint={which!r} is invalid: use 'best', 'last' or a step number "
+                       f"(available: {available})") from None
+    holders = [m for m, all_steps in steps.values() if step in all_steps]
+    if not holders:
+      raise ValueError(f"no checkpoint for step {step} in {directory}; available: {available}")
+    manager = holders[0]
+  # Restore onto this process's first device, whatever mesh the run trained on.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        dict(manager.item_metadata(step).state))
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  return step, restored.state["params"]
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(model: Model | str, path: str, *, checkpoint: str | int = "best",
+           **search_kw: Any) -> str:
+  """Serializes the compiled search (encoder + search loop, weights as constants) to `path`.
+
+  The artifact is a `jax.export.Exported` with a symbolic batch size and source length:
+  `jax.export.deserialize(bytes).call(src_BS)` maps int32 source ids [B, S] (EOS-terminated,
+  trailing PAD; `Model.source_ids` makes them, the workdir's tokenizers read them back) to
+  `(tokens_BRT, logprob_BR, score_BR, length_BR)` as `Model.decode` computes them. Needs only
+  jax to run. `search_kw` are `SearchOptions` fields (not sampling: its seed would be baked in).
+  """
+  if isinstance(model, str):
+    model = load(model, checkpoint)
+  opts = SearchOptions(**search_kw)
+  if opts.method == "sample":
+    raise ValueError("export supports method='beam' or 'greedy'")
+  params, cfg = model.params, model.model_config
+
+  def decode_fn(src_BS):
+    return tuple(search(params, cfg, src_BS, opts, opts.max_len))
+
+  b, s = jax.export.symbolic_shape("b, s")
+  exported = jax.export.export(jax.jit(decode_fn))(jax.ShapeDtypeStruct((b, s), jnp.int32))
+  tokenizers_lib.atomic_write(path, exported.serialize())
+  return path
