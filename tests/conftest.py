@@ -19,7 +19,7 @@ def _no_tensorflow():
   assert "tensorflow" not in sys.modules, "a test imported tensorflow"
 
 
-def copy_task_dict(path, words: int = 400) -> str:
+def _copy_task_dict(path, words: int = 400) -> str:
   """A cmudict-format file whose 'pronunciation' spells the word in capitals: learnable fast."""
   rng = random.Random(0)
   vocab = set()
@@ -31,16 +31,7 @@ def copy_task_dict(path, words: int = 400) -> str:
 
 @pytest.fixture(scope="session")
 def copy_dict(tmp_path_factory) -> str:
-  return copy_task_dict(tmp_path_factory.mktemp("data") / "copy.dict")
-
-
-def tiny_config(copy_dict: str, data_dir: str):
-  """configs/tiny.py reading the copy task."""
-  from configs import tiny
-  config = tiny.get_config()
-  config.data.options.dict_path = copy_dict
-  config.data.data_dir = data_dir
-  return config
+  return _copy_task_dict(tmp_path_factory.mktemp("data") / "copy.dict")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +39,10 @@ def tiny_run(copy_dict, tmp_path_factory):
   """(workdir, final metrics) of configs/tiny.py trained 40 steps on the copy task."""
   from s2s_jax import training
   root = tmp_path_factory.mktemp("tiny_run")
-  config = tiny_config(copy_dict, str(root / "tfds"))
+  from configs import tiny
+  config = tiny.get_config()
+  config.data.options.dict_path = copy_dict
+  config.data.data_dir = str(root / "tfds")
   config.train.num_steps = 40
   result = training.train_and_evaluate(config, str(root / "run"))
   return root / "run", result

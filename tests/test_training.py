@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import conftest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,10 +23,6 @@ from configs import g2p, tiny, translate
 from s2s_jax import ModelConfig, Seq2Seq, checkpoint, parallel, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _tiny_config(copy_dict: str, data_dir: str):
-  return conftest.tiny_config(copy_dict, data_dir)
 
 
 def _metrics(workdir) -> list[dict]:
@@ -85,7 +80,9 @@ def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters():
   results["pmap, 8 devices"] = jax.device_get(parallel.unreplicate(state.params))
   reference = results.pop("one device")
   for name, params in results.items():
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7, err_msg=name),
+    # Adam divides by sqrt(v): near-zero gradients turn reduction-order noise into ~1e-5 relative
+    # differences; a wrong normalization (per-device mean, missing psum) gives O(1) ones.
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6, err_msg=name),
                  params, reference)
 
 
@@ -95,27 +92,24 @@ def _train_cmd(workdir, data_dir, copy_dict, num_steps):
           f"--config.data.options.dict_path={copy_dict}", f"--config.train.num_steps={num_steps}"]
 
 
-def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(copy_dict, tmp_path):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(copy_dict, tiny_run,
+                                                                             tmp_path):
+  # The uninterrupted reference is the session's tiny run: same config, 40 steps, 8 devices.
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu"}
-  data_dir = tmp_path / "tfds"
-  steps = 60
-  subprocess.run(_train_cmd(tmp_path / "whole", data_dir, copy_dict, steps), env=env,
-                 check=True, capture_output=True)
-  killed = subprocess.Popen(_train_cmd(tmp_path / "killed", data_dir, copy_dict, steps), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  cmd = _train_cmd(tmp_path / "killed", tmp_path / "tfds", copy_dict, num_steps=40)
+  killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = tmp_path / "killed" / "checkpoints" / "last" / "20"
   deadline = time.time() + 300
   while not first.exists() and killed.poll() is None and time.time() < deadline:
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
   assert killed.wait() == -signal.SIGKILL  # it was still running: the resume below is real
-  resumed = subprocess.run(_train_cmd(tmp_path / "killed", data_dir, copy_dict, steps), env=env,
-                           check=True, capture_output=True, text=True)
+  resumed = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
   assert "resuming from step" in resumed.stderr
-  whole = [(r["step"], r["train_loss"]) for r in _metrics(tmp_path / "whole") if "train_loss" in r]
+  whole = [(r["step"], r["train_loss"]) for r in _metrics(tiny_run[0]) if "train_loss" in r]
   again = [(r["step"], r["train_loss"]) for r in _metrics(tmp_path / "killed") if "train_loss" in r]
-  assert again == whole and len(whole) == steps
+  assert again == whole and len(whole) == 40
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
@@ -137,7 +131,9 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(copy_dict, tmp_path):
   # On the pmap path, which this also runs end to end (train, evaluate, checkpoint, resume).
-  config = _tiny_config(copy_dict, str(tmp_path / "tfds"))
+  config = tiny.get_config()
+  config.data.options.dict_path = copy_dict
+  config.data.data_dir = str(tmp_path / "tfds")
   config.train.parallel = "pmap"
   config.train.num_steps = 10
   first = training.train_and_evaluate(config, str(tmp_path / "run"))
