@@ -23,6 +23,7 @@ otherwise; the hidden state is always `carry[-1]`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,6 +157,81 @@ def cell_step(
   raise AssertionError  # unreachable
 
 
+# ----------------------------------------------------------------------------- LSTM recurrence
+
+
+def _lstm_forward(W_h, xw_TBG, c0_BH, h0_BH, live_TB, dtype):
+  """The LSTM recurrence over pre-projected inputs; also returns what the backward pass needs."""
+
+  def body(carry, inputs):
+    c_BH, h_BH = carry
+    xw_BG, live_B = inputs
+    z_BG = xw_BG + matmul(h_BH, W_h, dtype)
+    i, f, g, o = jnp.split(z_BG, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c_new = f * c_BH + i * g
+    h_new = o * jnp.tanh(c_new)
+    live_B1 = live_B[:, None]
+    carry = (jnp.where(live_B1, c_new, c_BH), jnp.where(live_B1, h_new, h_BH))
+    out_BH = jnp.where(live_B1, h_new, 0.0)
+    return carry, (out_BH, jnp.concatenate([i, f, g, o], axis=-1), c_BH, h_BH)
+
+  (c_T, h_T), (out_TBH, gates_TBG, c_prev_TBH, h_prev_TBH) = jax.lax.scan(
+      body, (c0_BH, h0_BH), (xw_TBG, live_TB))
+  return out_TBH, c_T, h_T, (gates_TBG, c_prev_TBH, h_prev_TBH)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def lstm_recurrence(W_h: jax.Array, xw_TBG: jax.Array, c0_BH: jax.Array, h0_BH: jax.Array,
+                    live_TB: jax.Array, dtype: Any = jnp.float32
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """LSTM over time-major projected inputs `xw_TBG` (`project_inputs`): `(outputs_TBH, c_BH,
+  h_BH)`. Where `live_TB` is False the carry is frozen and the output is zero.
+
+  Same math as scanning `cell_step`, with a hand-written backward pass: a reverse scan that
+  computes only the gate gradients and the recurrent state gradients, then `dW_h` as one
+  [H, T*B] x [T*B, G] product after the loop. Autodiff of the scan would instead accumulate the
+  [H, G] weight gradient inside the loop, T small products plus T read-modify-writes of it.
+  """
+  out_TBH, c_T, h_T, _ = _lstm_forward(W_h, xw_TBG, c0_BH, h0_BH, live_TB, dtype)
+  return out_TBH, c_T, h_T
+
+
+def _lstm_recurrence_fwd(W_h, xw_TBG, c0_BH, h0_BH, live_TB, dtype):
+  out_TBH, c_T, h_T, saved = _lstm_forward(W_h, xw_TBG, c0_BH, h0_BH, live_TB, dtype)
+  return (out_TBH, c_T, h_T), (W_h, live_TB, saved)
+
+
+def _lstm_recurrence_bwd(dtype, residuals, cotangents):
+  W_h, live_TB, (gates_TBG, c_prev_TBH, h_prev_TBH) = residuals
+  dout_TBH, dc_T, dh_T = cotangents
+  W_h_t = W_h.T
+
+  def body(carry, inputs):
+    dc_BH, dh_BH = carry
+    dout_BH, gates_BG, c_prev_BH, live_B = inputs
+    live_B1 = live_B[:, None]
+    i, f, g, o = jnp.split(gates_BG, 4, axis=-1)
+    tanh_c = jnp.tanh(f * c_prev_BH + i * g)
+    dh_new = jnp.where(live_B1, dh_BH + dout_BH, 0.0)
+    dc_new = jnp.where(live_B1, dc_BH, 0.0) + dh_new * o * (1.0 - tanh_c * tanh_c)
+    dz_BG = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c_prev_BH * f * (1.0 - f),
+                             dc_new * i * (1.0 - g * g), dh_new * tanh_c * o * (1.0 - o)], axis=-1)
+    dh_prev = matmul(dz_BG, W_h_t, dtype) + jnp.where(live_B1, 0.0, dh_BH)
+    dc_prev = dc_new * f + jnp.where(live_B1, 0.0, dc_BH)
+    return (dc_prev, dh_prev), dz_BG
+
+  (dc0, dh0), dz_TBG = jax.lax.scan(
+      body, (dc_T, dh_T), (dout_TBH.astype(jnp.float32), gates_TBG, c_prev_TBH, live_TB),
+      reverse=True)
+  dW_h = jnp.einsum("tbh,tbg->hg", h_prev_TBH.astype(dtype), dz_TBG.astype(dtype),
+                    preferred_element_type=jnp.float32).astype(W_h.dtype)
+  return dW_h, dz_TBG.astype(jnp.float32), dc0, dh0, None
+
+
+lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
+
+
 def reverse_padded(x_BT: jax.Array, lengths_B: jax.Array) -> jax.Array:
   """Reverses each sequence within its own length; padding stays where it is.
 
@@ -214,7 +290,14 @@ def rnn_layer(
   # Cast once outside the loop so the body holds only the recurrent matmul and the gate math.
   rec_params = {k: v.astype(dtype) if k == "W_h" else v for k, v in params.items() if k != "W_i"}
 
-  if lengths_B is None:
+  if cell == "lstm" and unroll == 1:
+    live_TB = (jnp.ones((T, B), bool) if lengths_B is None
+               else jnp.arange(T)[:, None] < lengths_B[None, :])
+    h_TBH, c_BH, h_BH = lstm_recurrence(rec_params["W_h"], xw_TBG, carry0[0].astype(jnp.float32),
+                                        carry0[1].astype(jnp.float32), live_TB, dtype)
+    final = (c_BH, h_BH)
+    h_TBH = h_TBH.astype(dtype)
+  elif lengths_B is None:
     def body(carry, xw_BG):
       carry = cell_step(cell, rec_params, carry, xw_BG, dtype)
       return carry, carry[-1].astype(dtype)

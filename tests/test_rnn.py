@@ -115,6 +115,40 @@ def test_gradients_match_finite_differences_of_numpy_reference(cell):
   np.testing.assert_allclose(autodiff, (plus - minus) / (2 * eps), rtol=1e-4)
 
 
+def test_lstm_custom_backward_matches_autodiff_of_a_plain_scan():
+  """`lstm_recurrence`'s hand-written VJP vs autodiff of a scan of `cell_step` with the same
+  freezing rule: gradients for every weight, the inputs and the initial carry (c and h), through
+  a loss on the outputs and on both final states, with padded rows."""
+  params = random_cell_params(11, "lstm", 3, 4)
+  x, lengths = padded_batch(12, [5, 2, 4], 5, 3)
+  r = np.random.default_rng(13)
+  c0, h0 = (jnp.asarray(r.normal(size=(3, 4)), jnp.float32) for _ in range(2))
+  w_out, w_c, w_h = (r.normal(size=s) for s in ((3, 5, 4), (3, 4), (3, 4)))
+
+  def plain(p, x, c0, h0):
+    xw_TBG = rnn.project_inputs(p, x).swapaxes(0, 1)
+    live_TB = jnp.arange(5)[:, None] < lengths[None, :]
+
+    def body(carry, inputs):
+      xw, live = inputs
+      new = rnn.cell_step("lstm", p, carry, xw)
+      carry = tuple(jnp.where(live[:, None], n, o) for n, o in zip(new, carry, strict=True))
+      return carry, jnp.where(live[:, None], new[-1], 0.0)
+
+    final, out_TBH = jax.lax.scan(body, (c0, h0), (xw_TBG, live_TB))
+    return out_TBH.swapaxes(0, 1), final
+
+  def loss(layer_fn, p, x, c0, h0):
+    out, (c, h) = layer_fn(p, x, c0, h0)
+    return jnp.sum(jnp.tanh(out) * w_out) + jnp.sum(c * w_c) + jnp.sum(h * w_h)
+
+  custom = lambda p, x, c0, h0: rnn.rnn_layer("lstm", p, x, lengths, (c0, h0))  # noqa: E731
+  assert loss(custom, params, x, c0, h0) == pytest.approx(float(loss(plain, params, x, c0, h0)))
+  got = jax.grad(lambda *a: loss(custom, *a), argnums=(0, 1, 2, 3))(params, x, c0, h0)
+  want = jax.grad(lambda *a: loss(plain, *a), argnums=(0, 1, 2, 3))(params, x, c0, h0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
 def _count_primitive(jaxpr, name):
   """Occurrences of a primitive in a jaxpr, including nested sub-jaxprs (pjit, custom_jvp...)."""
   count = 0
