@@ -254,11 +254,11 @@ def worker_pipeline(args) -> dict:
   from s2s_jax import data as d
   rng = np.random.default_rng(0)
   n = 20_000 if args.quick else 100_000
-  words = [f"w{i}" for i in range(w.VOCAB - 4)]
-
-  def sentence():
-    return " ".join(rng.choice(words, int(rng.integers(17, w.LENGTH))))
-  pairs = [(sentence(), sentence()) for _ in range(n)]
+  words = np.array([f"w{i}" for i in range(w.VOCAB - 4)])
+  ids = rng.integers(0, len(words), (2 * n, w.LENGTH - 1))
+  lengths = rng.integers(17, w.LENGTH, 2 * n)
+  texts = [" ".join(words[row[:k]]) for row, k in zip(ids, lengths, strict=True)]
+  pairs = list(zip(texts[:n], texts[n:], strict=True))
   tok = d.VocabTokenizer("word", tuple(words))
   start = time.perf_counter()
   data = d.TokenizedSplit.build(pairs, tok, tok)
