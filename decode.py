@@ -52,11 +52,7 @@ def _read_lines(path: str | None) -> list[str]:
 def _inputs(model) -> tuple[list[str], list[list[str]] | None]:
   """(input lines, references per line or None)."""
   if _SPLIT.value:
-    from s2s_jax import data as data_lib
-    cfg = model.config["data"]
-    dataset = data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
-                                    options=dict(cfg["options"]))
-    pairs = dataset.split(_SPLIT.value)
+    pairs = model.split(_SPLIT.value)
     return pairs.columns()[0], pairs.all_references()
   lines = _read_lines(_INPUT.value)
   if _REFERENCE.value is None:

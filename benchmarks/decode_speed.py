@@ -21,7 +21,6 @@ import time
 import jax
 
 import s2s_jax
-from s2s_jax import data as data_lib
 from s2s_jax import metrics
 
 
@@ -38,9 +37,7 @@ def main() -> None:
   args = parser.parse_args()
 
   model = s2s_jax.load(args.workdir)
-  cfg = model.config["data"]
-  pairs = data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
-                                options=dict(cfg["options"])).split(args.split)
+  pairs = model.split(args.split)
   sources, _ = pairs.columns()
   references = pairs.all_references()
   if args.limit:

@@ -73,6 +73,17 @@ def _check_loss(name: str, loss: float, reference: float) -> dict:
           / abs(reference)}
 
 
+def _compile_timed(jitted, *args):
+  """(compiled executable, {trace_and_lower_seconds, xla_compile_seconds}) of `jitted(*args)`."""
+  start = time.perf_counter()
+  lowered = jitted.lower(*args)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  return compiled, {"trace_and_lower_seconds": lower_s,
+                    "xla_compile_seconds": time.perf_counter() - start}
+
+
 def _target_tokens(batch) -> int:
   return int((batch["tgt_out"] != w.PAD).sum())
 
@@ -156,13 +167,7 @@ def worker_s2s_jax(args) -> dict:
                               schedule=optax.constant_schedule(w.LEARNING_RATE))
   rng = jax.random.PRNGKey(0)
   step = jax.jit(training.train_step, donate_argnums=0)
-  start = time.perf_counter()
-  lowered = step.lower(state, batch, rng)
-  lower_s = time.perf_counter() - start
-  start = time.perf_counter()
-  compiled = lowered.compile()
-  result["compile"] = {"trace_and_lower_seconds": lower_s,
-                       "xla_compile_seconds": time.perf_counter() - start}
+  compiled, result["compile"] = _compile_timed(step, state, batch, rng)
 
   holder = {"state": state}
 
@@ -200,13 +205,7 @@ def worker_flax_rnn(args) -> dict:
 
   step = jax.jit(train_step, donate_argnums=(0, 1))
   opt_state = tx.init(params)
-  start = time.perf_counter()
-  lowered = step.lower(params, opt_state, batch)
-  lower_s = time.perf_counter() - start
-  start = time.perf_counter()
-  compiled = lowered.compile()
-  result["compile"] = {"trace_and_lower_seconds": lower_s,
-                       "xla_compile_seconds": time.perf_counter() - start}
+  compiled, result["compile"] = _compile_timed(step, params, opt_state, batch)
   holder = {"params": params, "opt": opt_state}
 
   def train_once():

@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from s2s_jax import data as data_lib
 from s2s_jax import decoding
 from s2s_jax import model as model_lib
 from s2s_jax.data import tokenizers as tokenizers_lib
@@ -246,6 +247,12 @@ class Model:
           attention[i] = weights[r, :len(best[r]) + 1, :len(encoded[i][0])]
     return [Result(text, hyps.get(i, ()), encoded[i][1], attention.get(i))
             for i, text in enumerate(texts)]
+
+  def split(self, name: str) -> data_lib.TextPairs:
+    """A split of the dataset this model was trained on (as the run's config names it)."""
+    cfg = self.config["data"]
+    return data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
+                                 options=dict(cfg["options"])).split(name)
 
   @staticmethod
   def _batch(sources: list[list[int]], rows: list[int], batch_size: int
