@@ -76,6 +76,56 @@ def _limits(limit_B: jax.Array | None, batch_size: int, max_length: int) -> jax.
   return jnp.clip(jnp.asarray(limit_B, jnp.int32), 1, max_length)
 
 
+# ----------------------------------------------------------------------------- row reductions
+# XLA:CPU lowers `argmax` and `top_k` over a long last axis to slow scalar loops (argmax over
+# [64, 8000] ~1.2 ms, top_k over [64, 40000] ~5 ms, against ~0.2 ms for a plain max). Both are
+# rebuilt from block maxima, which vectorize: the best element lies in the block with the best
+# maximum, and the k best lie in the k blocks with the best maxima (ties included, since lower
+# blocks win ties and hold the lower indices). Results equal `jnp.argmax` / `lax.top_k` exactly.
+
+_BLOCK = 64
+
+
+def _blocks(x_NV: jax.Array) -> jax.Array:
+  """[N, V] -> [N, ceil(V / _BLOCK), _BLOCK], padded with -inf (padding loses every tie)."""
+  N, V = x_NV.shape
+  pad = -V % _BLOCK
+  if pad:
+    x_NV = jnp.pad(x_NV, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+  return x_NV.reshape(N, (V + pad) // _BLOCK, _BLOCK)
+
+
+def row_argmax(x_NV: jax.Array) -> jax.Array:
+  """`jnp.argmax(x_NV, axis=-1)` (first maximum) as int32 [N], via block maxima."""
+  if x_NV.shape[-1] <= 4 * _BLOCK:
+    return jnp.argmax(x_NV, axis=-1).astype(jnp.int32)
+  x_NCL = _blocks(x_NV)
+  block_N = jnp.argmax(jnp.max(x_NCL, axis=-1), axis=-1)
+  inside_NL = jnp.take_along_axis(x_NCL, block_N[:, None, None], axis=1)[:, 0]
+  return (block_N * _BLOCK + jnp.argmax(inside_NL, axis=-1)).astype(jnp.int32)
+
+
+def row_top_k(x_NV: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """`jax.lax.top_k(x_NV, k)` (values [N, k], int32 indices [N, k]; ties to the lower index)."""
+  V = x_NV.shape[-1]
+  if V <= 4 * k * _BLOCK:
+    return jax.lax.top_k(x_NV, k)
+  x_NCL = _blocks(x_NV)
+  _, blocks_Nk = jax.lax.top_k(jnp.max(x_NCL, axis=-1), k)
+  blocks_Nk = jnp.sort(blocks_Nk, axis=-1)  # index order, so ties still go to the lower index
+  pool_NP = jnp.take_along_axis(x_NCL, blocks_Nk[:, :, None], axis=1).reshape(-1, k * _BLOCK)
+  values_Nk, pos_Nk = jax.lax.top_k(pool_NP, k)
+  block_Nk = jnp.take_along_axis(blocks_Nk, pos_Nk // _BLOCK, axis=1)
+  return values_Nk, (block_Nk * _BLOCK + pos_Nk % _BLOCK).astype(jnp.int32)
+
+
+def _shifted_and_log_normalizer(logits_NV: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(logits - max, log sum exp(logits - max))` per row: log_softmax = first - second [.., None],
+  rounded exactly as `jax.nn.log_softmax`, without writing the normalized [N, V] array."""
+  shifted_NV = logits_NV - jnp.max(logits_NV, axis=-1, keepdims=True)
+  return shifted_NV, jnp.log(jnp.sum(jnp.exp(shifted_NV), axis=-1))
+
+
 # ----------------------------------------------------------------------------- one path per row
 
 
@@ -93,8 +143,9 @@ def _single_path(step_fn: StepFn, carry: Any, batch_size: int, max_length: int,
     logits_BV, carry = step_fn(carry, token_B)
     logits_BV = logits_BV.astype(jnp.float32)
     next_B = jnp.where(done_B, PAD_ID, choose(t, logits_BV).astype(jnp.int32))
-    token_logprob_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), next_B[:, None],
-                                          axis=1)[:, 0]
+    shifted_BV, log_normalizer_B = _shifted_and_log_normalizer(logits_BV)
+    token_logprob_B = (jnp.take_along_axis(shifted_BV, next_B[:, None], axis=1)[:, 0]
+                       - log_normalizer_B)
     logprob_B = logprob_B + jnp.where(done_B, 0.0, token_logprob_B)
     length_B = length_B + (~done_B).astype(jnp.int32)
     out_BT = jax.lax.dynamic_update_slice_in_dim(out_BT, next_B[:, None], t, axis=1)
@@ -113,7 +164,7 @@ def greedy(step_fn: StepFn, carry: Any, batch_size: int, max_length: int, *,
            limit_B: jax.Array | None = None) -> Hypotheses:
   """The most probable token at every step; one hypothesis per sentence (R = 1)."""
   return _single_path(step_fn, carry, batch_size, max_length, limit_B,
-                      lambda t, logits_BV: jnp.argmax(logits_BV, axis=-1))
+                      lambda t, logits_BV: row_argmax(logits_BV))
 
 
 def filter_logits(logits_BV: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
@@ -122,7 +173,7 @@ def filter_logits(logits_BV: jax.Array, *, temperature: float = 1.0, top_k: int 
   outside the smallest set whose probability reaches `top_p` (0 / 1.0 switch them off)."""
   logits_BV = logits_BV.astype(jnp.float32) / temperature
   if top_k:
-    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    kth_B1 = row_top_k(logits_BV, top_k)[0][:, -1:]
     logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
   if top_p < 1.0:
     sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
@@ -197,11 +248,16 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
      fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, _) = state
     logits_NV, carry = step_fn(carry, token_BK.reshape(B * K))
     V = logits_NV.shape[-1]
-    logprob_BKV = jax.nn.log_softmax(logits_NV.astype(jnp.float32)).reshape(B, K, V)
-    candidates_BKV = alive_logprob_BK[:, :, None] + logprob_BKV
-    M = min(2 * K, K * V)
-    cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKV.reshape(B, K * V), M)
-    parent_BM, cand_token_BM = flat_BM // V, (flat_BM % V).astype(jnp.int32)
+    # The sentence's M best candidates are among each beam's M best tokens: rank per row first
+    # (log_softmax keeps a row's order), then the K*M survivors per sentence.
+    M, per_row = min(2 * K, K * V), min(2 * K, V)
+    shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
+    top_shifted_NP, top_token_NP = row_top_k(shifted_NV, per_row)
+    candidates_BKP = (alive_logprob_BK[:, :, None]
+                      + (top_shifted_NP - log_normalizer_N[:, None]).reshape(B, K, per_row))
+    cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKP.reshape(B, K * per_row), M)
+    parent_BM = flat_BM // per_row
+    cand_token_BM = jnp.take_along_axis(top_token_NP.reshape(B, K * per_row), flat_BM, axis=1)
     cand_BMT = alive_BKT[batch_B1, parent_BM].at[:, :, t].set(cand_token_BM)
     length = t + 1
     ends_BM = (cand_token_BM == EOS_ID) | (length >= limit_B)[:, None]

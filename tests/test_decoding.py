@@ -109,6 +109,33 @@ def test_beam_finds_the_better_path_that_greedy_misses():
   assert float(beam.logprob_BR[0, 0]) == pytest.approx(np.log(0.36), rel=1e-5)
 
 
+@pytest.mark.parametrize("vocab", [1000, 4096])
+def test_row_argmax_and_top_k_equal_jax_reductions_with_ties_and_minus_inf(vocab):
+  rng = np.random.default_rng(vocab)
+  x = np.round(rng.normal(size=(40, vocab)) * 2) / 2  # few distinct values: many ties
+  x[::3, rng.integers(0, vocab, 20)] = 9.0  # several tied maxima in a row
+  x[1] = -np.inf
+  x[2, : vocab - 5] = -np.inf  # the best few at the very end (the padded block)
+  x = jnp.asarray(x, jnp.float32)
+  np.testing.assert_array_equal(jax.jit(decoding.row_argmax)(x), jnp.argmax(x, axis=-1))
+  for k in (1, 3, 10):
+    got_values, got_index = jax.jit(decoding.row_top_k, static_argnums=1)(x, k)
+    want_values, want_index = jax.lax.top_k(x, k)
+    np.testing.assert_array_equal(got_values, want_values)
+    np.testing.assert_array_equal(got_index, want_index)
+
+
+def test_beam_size_one_equals_greedy_with_a_large_vocabulary():
+  # V = 1200 takes the block-maxima paths of both searches (the small-V tests do not).
+  table = random_table(0, steps=6, vocab=1200, sharpness=3.0)
+  greedy = run_greedy(table, 4, 6)
+  beam = run_beam(table, beam_size=1, max_length=6, batch=4)
+  np.testing.assert_array_equal(np.asarray(beam.tokens_BRT), np.asarray(greedy.tokens_BRT))
+  np.testing.assert_allclose(beam.logprob_BR, greedy.logprob_BR, rtol=1e-6)
+  first = jax.nn.log_softmax(jnp.asarray(table[0, BOS_ID], jnp.float32))
+  assert int(greedy.tokens_BRT[0, 0, 0]) == int(jnp.argmax(first))
+
+
 def test_beam_size_one_without_length_penalty_equals_greedy():
   for seed in range(4):
     table = random_table(seed, steps=8, sharpness=1.0)
