@@ -248,16 +248,22 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
      fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, _) = state
     logits_NV, carry = step_fn(carry, token_BK.reshape(B * K))
     V = logits_NV.shape[-1]
-    # The sentence's M best candidates are among each beam's M best tokens: rank per row first
-    # (log_softmax keeps a row's order), then the K*M survivors per sentence.
-    M, per_row = min(2 * K, K * V), min(2 * K, V)
+    M = min(2 * K, K * V)
     shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
-    top_shifted_NP, top_token_NP = row_top_k(shifted_NV, per_row)
-    candidates_BKP = (alive_logprob_BK[:, :, None]
-                      + (top_shifted_NP - log_normalizer_N[:, None]).reshape(B, K, per_row))
-    cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKP.reshape(B, K * per_row), M)
-    parent_BM = flat_BM // per_row
-    cand_token_BM = jnp.take_along_axis(top_token_NP.reshape(B, K * per_row), flat_BM, axis=1)
+    if V > 8 * K * _BLOCK:
+      # The sentence's M best candidates are among each beam's M best tokens (log_softmax keeps
+      # a row's order): rank per row with block maxima first, then the K*M survivors.
+      top_shifted_NM, top_token_NM = row_top_k(shifted_NV, M)
+      candidates_BKM = (alive_logprob_BK[:, :, None]
+                        + (top_shifted_NM - log_normalizer_N[:, None]).reshape(B, K, M))
+      cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKM.reshape(B, K * M), M)
+      parent_BM = flat_BM // M
+      cand_token_BM = jnp.take_along_axis(top_token_NM.reshape(B, K * M), flat_BM, axis=1)
+    else:  # small vocabularies: one top_k over every candidate is cheaper
+      candidates_BKV = alive_logprob_BK[:, :, None] + (
+          shifted_NV - log_normalizer_N[:, None]).reshape(B, K, V)
+      cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKV.reshape(B, K * V), M)
+      parent_BM, cand_token_BM = flat_BM // V, (flat_BM % V).astype(jnp.int32)
     cand_BMT = alive_BKT[batch_B1, parent_BM].at[:, :, t].set(cand_token_BM)
     length = t + 1
     ends_BM = (cand_token_BM == EOS_ID) | (length >= limit_B)[:, None]

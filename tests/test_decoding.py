@@ -136,6 +136,20 @@ def test_beam_size_one_equals_greedy_with_a_large_vocabulary():
   assert int(greedy.tokens_BRT[0, 0, 0]) == int(jnp.argmax(first))
 
 
+def test_two_stage_beam_ranking_equals_one_top_k_over_all_candidates(monkeypatch):
+  # V = 1600 > 8 * K * block: each beam's 2K best tokens are ranked first. A huge block size
+  # forces the one-stage path (checked against exhaustive search above) on the same model.
+  table = random_table(1, steps=5, vocab=1600, sharpness=1.0)
+  search = lambda: jax.jit(  # noqa: E731
+      lambda tab: decoding.beam_search(markov_step(tab), decoding.tile_beams(
+          jnp.zeros((3,), jnp.int32), 3), 3, 3, 5, alpha=0.6, nbest=3))(table)
+  two_stage = search()
+  monkeypatch.setattr(decoding, "_BLOCK", 10**6)
+  one_stage = search()
+  for got, want in zip(two_stage, one_stage, strict=True):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_beam_size_one_without_length_penalty_equals_greedy():
   for seed in range(4):
     table = random_table(seed, steps=8, sharpness=1.0)
