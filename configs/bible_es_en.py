@@ -1,0 +1,46 @@
+"""Spanish -> English on Debian's public-domain Bibles (Reina-Valera 1909 / World English Bible).
+
+  pip install -e ".[data]"                                        # pysword
+  python benchmarks/data/bible.py --out=/tmp/bible --download   # ~31k verse pairs, see its doc
+  python train.py --config=configs/bible_es_en.py --workdir=/tmp/bible_es_en \\
+      --config.data.options.directory=/tmp/bible
+  python decode.py --workdir=/tmp/bible_es_en --split=test --beam_size=5 > /tmp/test.en
+
+About 29k training pairs (~700k words a side): a low-resource setting, so a small shared
+SentencePiece BPE vocabulary (4k), a single-layer BiLSTM encoder, strong dropout. The
+no-attention baseline: `--config.model.attention=none --config.model.input_feeding=false`.
+"""
+
+import ml_collections
+
+from configs import translate
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = translate.get_config()
+  c.data.options.directory = "/tmp/bible"  # where benchmarks/data/bible.py wrote the TSV files
+  c.data.options.files = ml_collections.ConfigDict(
+      {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"})
+  c.data.options.name = "bible_es_en"
+  c.data.test_split = "test"
+  for side in (c.data.source_tokenizer, c.data.target_tokenizer):
+    side.vocab_size = 4000
+  c.data.bucket_lengths = (16, 24, 32, 48, 64, 96, 128, 192)  # longer pairs: skipped, counted
+  c.model.embed_size = 256
+  c.model.encoder_hidden_size = 256  # per direction
+  c.model.hidden_size = 512
+  c.model.encoder_layers = 1
+  c.model.decoder_layers = 1
+  c.model.attention = "luong"
+  c.model.attention_score = "general"
+  c.model.input_feeding = True
+  c.model.dropout = 0.3
+  c.model.tie_embeddings = True
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 500
+  c.train.num_steps = 12_000
+  c.train.eval_every = 1000
+  c.train.checkpoint_every = 1000
+  c.train.eval_metric = "bleu"
+  c.train.max_decode_length_factor = 1.5
+  return c
