@@ -96,7 +96,7 @@ def _blocks(x_NV: jax.Array) -> jax.Array:
 
 
 def row_argmax(x_NV: jax.Array) -> jax.Array:
-  """`jnp.argmax(x_NV, axis=-1)` (first maximum) as int32 [N], via block maxima."""
+  """`jnp.argmax(x_NV, axis=-1)` (first maximum) of a 2-D array as int32 [N], via block maxima."""
   if x_NV.shape[-1] <= 4 * _BLOCK:
     return jnp.argmax(x_NV, axis=-1).astype(jnp.int32)
   x_NCL = _blocks(x_NV)
@@ -106,7 +106,8 @@ def row_argmax(x_NV: jax.Array) -> jax.Array:
 
 
 def row_top_k(x_NV: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """`jax.lax.top_k(x_NV, k)` (values [N, k], int32 indices [N, k]; ties to the lower index)."""
+  """`jax.lax.top_k(x_NV, k)` of a 2-D array (values [N, k], int32 indices [N, k]; ties to the
+  lower index)."""
   V = x_NV.shape[-1]
   if V <= 4 * k * _BLOCK:
     return jax.lax.top_k(x_NV, k)
@@ -250,19 +251,18 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
     V = logits_NV.shape[-1]
     M = min(2 * K, K * V)
     shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
+    candidates_NV = (alive_logprob_BK.reshape(B * K)[:, None]
+                     + (shifted_NV - log_normalizer_N[:, None]))
     if V > 8 * K * _BLOCK:
-      # The sentence's M best candidates are among each beam's M best tokens (log_softmax keeps
-      # a row's order): rank per row with block maxima first, then the K*M survivors.
-      top_shifted_NM, top_token_NM = row_top_k(shifted_NV, M)
-      candidates_BKM = (alive_logprob_BK[:, :, None]
-                        + (top_shifted_NM - log_normalizer_N[:, None]).reshape(B, K, M))
-      cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKM.reshape(B, K * M), M)
+      # The sentence's M best candidates are among each beam's M best (ties to the lower token,
+      # then the lower beam, as one top_k over all K*V would break them): rank each row with
+      # block maxima first, then the K*M survivors.
+      top_NM, top_token_NM = row_top_k(candidates_NV, M)
+      cand_logprob_BM, flat_BM = jax.lax.top_k(top_NM.reshape(B, K * M), M)
       parent_BM = flat_BM // M
       cand_token_BM = jnp.take_along_axis(top_token_NM.reshape(B, K * M), flat_BM, axis=1)
     else:  # small vocabularies: one top_k over every candidate is cheaper
-      candidates_BKV = alive_logprob_BK[:, :, None] + (
-          shifted_NV - log_normalizer_N[:, None]).reshape(B, K, V)
-      cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_BKV.reshape(B, K * V), M)
+      cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_NV.reshape(B, K * V), M)
       parent_BM, cand_token_BM = flat_BM // V, (flat_BM % V).astype(jnp.int32)
     cand_BMT = alive_BKT[batch_B1, parent_BM].at[:, :, t].set(cand_token_BM)
     length = t + 1

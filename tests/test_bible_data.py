@@ -31,6 +31,12 @@ _spec.loader.exec_module(bible)
      "Abram & Sarai left"),
     ("¡ <w>OH</w> Jehová , cuánto! ", "¡OH Jehová, cuánto!"),
     ("<note>only a note</note>", ""),
+    ('<l level="1">Blessed is the man,</l><l level="2">who walks</l>',
+     "Blessed is the man, who walks"),
+    ("the end<lb/>Next", "the end Next"),  # line breaks separate words
+    ('a <note type="x">outer <note>inner</note> tail</note> b', "a b"),  # nested notes
+    ('<title type="x-gen"/>Hear<title canonical="true">A Psalm</title> me', "Hear A Psalm me"),
+    ('a<note n="1"/> b', "a b"),  # a self-closing note
 ])
 def test_osis_to_text_strips_markup_and_footnotes_and_keeps_word_boundaries(osis, text):
   assert bible.osis_to_text(osis) == text
@@ -75,7 +81,8 @@ def test_read_module_maps_every_slot_to_its_reference(tmp_path):
 
 def test_read_module_names_the_missing_module_and_how_to_install_it(tmp_path):
   write_ztext_module(str(tmp_path), "Other", {4: "x"})
-  with pytest.raises(FileNotFoundError, match=r"spaRV1909eb not found.*apt-get install sword-text"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"spaRV1909eb not found.*`apt-get install sword-text-sparv sword-te"):
     bible.read_module(str(tmp_path), "spaRV1909eb")
 
 

@@ -139,10 +139,17 @@ def test_beam_size_one_equals_greedy_with_a_large_vocabulary():
 def test_two_stage_beam_ranking_equals_one_top_k_over_all_candidates(monkeypatch):
   # V = 1600 > 8 * K * block: each beam's 2K best tokens are ranked first. A huge block size
   # forces the one-stage path (checked against exhaustive search above) on the same model.
-  table = random_table(1, steps=5, vocab=1600, sharpness=1.0)
+  table = random_table(1, steps=8, vocab=1600, sharpness=1.0)
+  # Five uniform steps (every beam at log-prob ~ -37, where float32 steps by 3.8e-6), then
+  # token 20 one ulp (9.5e-7) above token 10: their candidates tie once the beam's log-prob is
+  # added, and the tie must go to the lower token, as one top_k over all candidates breaks it.
+  table[:5, :, 3:] = 0.0
+  table[:6, :, EOS_ID] = -1e9
+  table[5, :, 20] = 9.0
+  table[5, :, 10] = np.nextafter(np.float32(9.0), np.float32(0.0))
   search = lambda: jax.jit(  # noqa: E731
       lambda tab: decoding.beam_search(markov_step(tab), decoding.tile_beams(
-          jnp.zeros((3,), jnp.int32), 3), 3, 3, 5, alpha=0.6, nbest=3))(table)
+          jnp.zeros((3,), jnp.int32), 3), 3, 3, 8, alpha=0.6, nbest=3))(table)
   two_stage = search()
   monkeypatch.setattr(decoding, "_BLOCK", 10**6)
   one_stage = search()

@@ -47,19 +47,26 @@ Ref = tuple[str, int, int]  # (OSIS book, chapter, verse)
 
 # Removed with their content: footnotes / cross references, and non-canonical titles (section
 # headings an editor added). Canonical titles (Psalm superscriptions) are scripture and stay.
-_NOTE = re.compile(r"<note\b[^>]*?(?:/>|>.*?</note>)", re.S)
-_TITLE = re.compile(r"<title\b([^>]*)>(.*?)</title>", re.S)
+_INNERMOST_NOTE = re.compile(r"<note\b[^>]*?(?:/>|>(?:(?!<note\b).)*?</note>)", re.S)
+_TITLE = re.compile(r"<title\b([^>]*?)(?:/>|>(.*?)</title>)", re.S)
+# Tags that mark lines, paragraphs and breaks separate words; other tags (<w>, <transChange>,
+# <hi>, ...) sit inside running text and vanish.
+_BREAKING_TAG = re.compile(r"</?(?:l|lg|lb|p|div|milestone|cb|br|list|item|chapter|verse)\b[^>]*>")
 _TAG = re.compile(r"<[^>]+>")
 _SPACE_BEFORE_CLOSING = re.compile(r"\s+([,.;:!?)\]»”’])")
-_SPACE_AFTER_OPENING = re.compile(r"([(\[«“¿¡])\s+")
+_SPACE_AFTER_OPENING = re.compile(r"([(\[«“‘¿¡])\s+")
 
 
 def osis_to_text(osis: str) -> str:
   """One verse's OSIS markup -> plain text on one line (no tabs or newlines)."""
-  text = _NOTE.sub(" ", osis)
-  text = _TITLE.sub(lambda m: f" {m.group(2)} " if 'canonical="true"' in m.group(1) else " ", text)
-  text = html.unescape(_TAG.sub("", text))
-  text = " ".join(text.split())  # also removes tabs and newlines
+  text, previous = osis, None
+  while text != previous:  # notes can nest: remove the innermost first
+    previous, text = text, _INNERMOST_NOTE.sub(" ", text)
+  text = _TITLE.sub(
+      lambda m: f" {m.group(2)} " if m.group(2) and 'canonical="true"' in m.group(1) else " ",
+      text)
+  text = _TAG.sub("", _BREAKING_TAG.sub(" ", text))
+  text = " ".join(html.unescape(text).split())  # also removes tabs and newlines
   text = _SPACE_BEFORE_CLOSING.sub(r"\1", text)
   return _SPACE_AFTER_OPENING.sub(r"\1", text)
 
@@ -76,7 +83,8 @@ def read_module(sword_dir: str, module: str) -> dict[Ref, str]:
   if module not in found:
     raise FileNotFoundError(
         f"SWORD module {module} not found under {sword_dir} (found: {sorted(found) or 'none'}); "
-        f"install it with `apt-get install {', '.join(PACKAGES.values())}` or pass --download")
+        f"install it with `apt-get install {' '.join(PACKAGES.values())}`, or pass --download "
+        "to fetch and unpack the packages without root")
   bible = modules.get_bible_from_module(module)
   verses: dict[Ref, str] = {}
   for books in bible.get_structure().get_books().values():
@@ -96,6 +104,8 @@ def download_modules(dest: str) -> str:
   """`apt-get download` the two packages and unpack them with `dpkg-deb -x` (no root needed);
   returns the SWORD directory inside `dest`."""
   os.makedirs(dest, exist_ok=True)
+  for old in glob.glob(os.path.join(dest, "*.deb")):  # a rerun unpacks only what it fetched
+    os.remove(old)
   subprocess.run(["apt-get", "download", *PACKAGES.values()], cwd=dest, check=True)
   for deb in sorted(glob.glob(os.path.join(dest, "*.deb"))):
     subprocess.run(["dpkg-deb", "-x", deb, os.path.join(dest, "root")], check=True)
@@ -107,12 +117,15 @@ def package_versions(debs_dir: str | None) -> dict[str, str]:
   versions = {}
   for package in PACKAGES.values():
     if debs_dir:
-      found = glob.glob(os.path.join(debs_dir, f"{package}_*.deb"))
-      versions[package] = os.path.basename(found[0]).split("_")[1] if found else "unknown"
+      found = sorted(glob.glob(os.path.join(debs_dir, f"{package}_*.deb")))
+      versions[package] = os.path.basename(found[-1]).split("_")[1] if found else "unknown"
     else:
-      done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
-                            capture_output=True, text=True, check=False)
-      versions[package] = done.stdout.strip() or "unknown"
+      try:
+        done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                              capture_output=True, text=True, check=False)
+        versions[package] = done.stdout.strip() or "unknown"
+      except OSError:  # no dpkg (modules copied from elsewhere)
+        versions[package] = "unknown"
   return versions
 
 
@@ -171,6 +184,20 @@ def align(source: Mapping[Ref, str], target: Mapping[Ref, str], *, max_length_ra
   return kept, {reason: n for reason, n in skipped.items() if n}
 
 
+def _write_atomically(path: str, text: str) -> None:
+  """Writes a temporary file next to `path` and renames it into place (readable by all)."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                             prefix=f".{os.path.basename(path)}.")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    os.remove(tmp)
+    raise
+
+
 def write_splits(pairs: Iterable[tuple[Ref, str, str]], out_dir: str, dev_percent: int = 3,
                  test_percent: int = 3) -> dict[str, int]:
   """Writes one TSV per split (atomically: a temporary file renamed into place); returns counts."""
@@ -182,10 +209,7 @@ def write_splits(pairs: Iterable[tuple[Ref, str, str]], out_dir: str, dev_percen
         raise ValueError(f"{ref}: a side is empty or holds a tab/newline: {side!r}")
     lines[split_of(ref, dev_percent, test_percent)].append(f"{src}\t{tgt}\n")
   for name, file_name in SPLIT_FILES.items():
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{file_name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.writelines(lines[name])
-    os.replace(tmp, os.path.join(out_dir, file_name))
+    _write_atomically(os.path.join(out_dir, file_name), "".join(lines[name]))
   return {name: len(split_lines) for name, split_lines in lines.items()}
 
 
@@ -195,8 +219,10 @@ def copy_baseline(tsv_path: str) -> dict[str, float]:
   from s2s_jax import metrics
 
   with open(tsv_path, encoding="utf-8") as f:
-    sources, targets = zip(*(line.rstrip("\n").split("\t") for line in f), strict=True)
-  return metrics.translation_scores(sources, targets)
+    pairs = [line.rstrip("\n").split("\t") for line in f]
+  if not pairs:
+    return {}
+  return metrics.translation_scores([p[0] for p in pairs], [p[1] for p in pairs])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--dev_percent", type=int, default=3)
   parser.add_argument("--test_percent", type=int, default=3)
   args = parser.parse_args(argv)
+  if not (0 <= args.dev_percent and 0 <= args.test_percent
+          and args.dev_percent + args.test_percent < 100):
+    parser.error("--dev_percent and --test_percent must be >= 0 and leave some training data")
 
   debs_dir = None
   sword_dir = args.sword_dir
@@ -230,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
               "skipped": skipped, "copy_baseline": copy,
               "dev_percent": args.dev_percent,
               "test_percent": args.test_percent}
-  with open(os.path.join(args.out, "manifest.json"), "w") as f:
-    json.dump(manifest, f, indent=1)
+  _write_atomically(os.path.join(args.out, "manifest.json"), json.dumps(manifest, indent=1) + "\n")
   print(json.dumps(manifest, indent=1))
   return 0
 
