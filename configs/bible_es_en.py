@@ -6,8 +6,8 @@
       --config.data.options.directory=/tmp/bible
   python decode.py --workdir=/tmp/bible_es_en --split=test --beam_size=5 > /tmp/test.en
 
-About 29k training pairs (~650k Spanish / ~700k English words): a low-resource setting, so a small shared
-SentencePiece BPE vocabulary (4k), a single-layer BiLSTM encoder, strong dropout. The
+About 29k training pairs (~650k Spanish / ~700k English words): a low-resource setting, so a
+small shared SentencePiece BPE vocabulary (4k), a single-layer BiLSTM encoder, strong dropout. The
 no-attention baseline: `--config.model.attention=none --config.model.input_feeding=false`.
 """
 
