@@ -26,21 +26,13 @@ def get_config() -> ml_collections.ConfigDict:
   for side in (c.data.source_tokenizer, c.data.target_tokenizer):
     side.vocab_size = 4000
   c.data.bucket_lengths = (16, 24, 32, 48, 64, 96, 128, 192)  # longer pairs: skipped, counted
-  c.model.embed_size = 256
-  c.model.encoder_hidden_size = 256  # per direction
-  c.model.hidden_size = 512
+  # translate's BiLSTM 2x256 / LSTM 512 with Luong general attention, input feeding, tied
+  # embeddings and dropout 0.3, with one layer each side instead of two.
   c.model.encoder_layers = 1
   c.model.decoder_layers = 1
-  c.model.attention = "luong"
-  c.model.attention_score = "general"
-  c.model.input_feeding = True
-  c.model.dropout = 0.3
-  c.model.tie_embeddings = True
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 500
   c.train.num_steps = 12_000
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
-  c.train.eval_metric = "bleu"
-  c.train.max_decode_length_factor = 1.5
   return c

@@ -35,14 +35,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.test_split = "test"
   for side in (c.data.source_tokenizer, c.data.target_tokenizer):
     side.vocab_size = 10_000
-  c.model.embed_size = 512
-  c.model.encoder_hidden_size = 256  # per direction
-  c.model.hidden_size = 512
-  c.model.encoder_layers = 2
-  c.model.decoder_layers = 2
-  c.model.dropout = 0.3
-  c.optimizer.learning_rate = 1e-3
+  c.model.embed_size = 512  # otherwise translate's 2-layer BiLSTM 2x256 / LSTM 512
   c.train.num_steps = 40_000  # ~30 epochs at ~3.5k real tokens per 4096-token batch (estimate)
-  c.train.eval_every = 2000
-  c.train.checkpoint_every = 2000
   return c

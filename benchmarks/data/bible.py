@@ -34,7 +34,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 
 PACKAGES = {"es": "sword-text-sparv", "en": "sword-text-web"}
@@ -184,24 +183,10 @@ def align(source: Mapping[Ref, str], target: Mapping[Ref, str], *, max_length_ra
   return kept, {reason: n for reason, n in skipped.items() if n}
 
 
-def _write_atomically(path: str, text: str) -> None:
-  """Writes a temporary file next to `path` and renames it into place (readable by all)."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
-                             prefix=f".{os.path.basename(path)}.")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    os.remove(tmp)
-    raise
-
-
 def write_splits(pairs: Iterable[tuple[Ref, str, str]], out_dir: str, dev_percent: int = 3,
                  test_percent: int = 3) -> dict[str, int]:
   """Writes one TSV per split (atomically: a temporary file renamed into place); returns counts."""
-  os.makedirs(out_dir, exist_ok=True)
+  from s2s_jax.data.tokenizers import atomic_write
   lines: dict[str, list[str]] = {name: [] for name in SPLIT_FILES}
   for ref, src, tgt in pairs:
     for side in (src, tgt):
@@ -209,7 +194,7 @@ def write_splits(pairs: Iterable[tuple[Ref, str, str]], out_dir: str, dev_percen
         raise ValueError(f"{ref}: a side is empty or holds a tab/newline: {side!r}")
     lines[split_of(ref, dev_percent, test_percent)].append(f"{src}\t{tgt}\n")
   for name, file_name in SPLIT_FILES.items():
-    _write_atomically(os.path.join(out_dir, file_name), "".join(lines[name]))
+    atomic_write(os.path.join(out_dir, file_name), "".join(lines[name]).encode("utf-8"))
   return {name: len(split_lines) for name, split_lines in lines.items()}
 
 
@@ -226,6 +211,8 @@ def copy_baseline(tsv_path: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+  from s2s_jax.data.tokenizers import atomic_write
+
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="directory for the TSV files")
   parser.add_argument("--sword_dir", default="/usr/share/sword",
@@ -259,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
               "skipped": skipped, "copy_baseline": copy,
               "dev_percent": args.dev_percent,
               "test_percent": args.test_percent}
-  _write_atomically(os.path.join(args.out, "manifest.json"), json.dumps(manifest, indent=1) + "\n")
+  atomic_write(os.path.join(args.out, "manifest.json"),
+               (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
   print(json.dumps(manifest, indent=1))
   return 0
 
