@@ -9,6 +9,10 @@
 About 29k training pairs (~650k Spanish / ~700k English words): a low-resource setting, so a
 small shared SentencePiece BPE vocabulary (4k), a single-layer BiLSTM encoder, strong dropout. The
 no-attention baseline: `--config.model.attention=none --config.model.input_feeding=false`.
+
+Measured (2026-11-29, 2 CPU cores): 54 minutes of training; test BLEU 29.1 / chrF 50.7 greedy,
+30.4 / 51.5 beam 5. The no-attention baseline (44 minutes): 8.5 / 28.6 greedy, 9.9 / 29.0 beam 5.
+Copying the source scores 0.2 / 17.1.
 """
 
 import ml_collections
@@ -26,13 +30,16 @@ def get_config() -> ml_collections.ConfigDict:
   for side in (c.data.source_tokenizer, c.data.target_tokenizer):
     side.vocab_size = 4000
   c.data.bucket_lengths = (16, 24, 32, 48, 64, 96, 128, 192)  # longer pairs: skipped, counted
-  # translate's BiLSTM 2x256 / LSTM 512 with Luong general attention, input feeding, tied
-  # embeddings and dropout 0.3, with one layer each side instead of two.
+  # translate's BiLSTM 2x256 encoder, Luong general attention, input feeding, tied embeddings and
+  # dropout 0.3, with one layer each side and a 256-unit decoder: on 2 CPU cores the step time is
+  # mostly per-timestep overhead, so the smaller decoder buys more epochs (1.2 s/step against
+  # 1.7 s/step for the 512-unit decoder) and 2,500 batches (~8 epochs) fit in about 55 minutes.
   c.model.encoder_layers = 1
   c.model.decoder_layers = 1
+  c.model.hidden_size = 256
   c.optimizer.learning_rate = 2e-3
-  c.optimizer.warmup_steps = 500
-  c.train.num_steps = 12_000
-  c.train.eval_every = 1000
-  c.train.checkpoint_every = 1000
+  c.optimizer.warmup_steps = 300
+  c.train.num_steps = 2500
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
   return c
