@@ -36,6 +36,8 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 
+from s2s_jax.data.tokenizers import atomic_write
+
 PACKAGES = {"es": "sword-text-sparv", "en": "sword-text-web"}
 MODULES = {"es": "spaRV1909eb", "en": "engWEB2015eb"}
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
@@ -186,7 +188,6 @@ def align(source: Mapping[Ref, str], target: Mapping[Ref, str], *, max_length_ra
 def write_splits(pairs: Iterable[tuple[Ref, str, str]], out_dir: str, dev_percent: int = 3,
                  test_percent: int = 3) -> dict[str, int]:
   """Writes one TSV per split (atomically: a temporary file renamed into place); returns counts."""
-  from s2s_jax.data.tokenizers import atomic_write
   lines: dict[str, list[str]] = {name: [] for name in SPLIT_FILES}
   for ref, src, tgt in pairs:
     for side in (src, tgt):
@@ -211,8 +212,6 @@ def copy_baseline(tsv_path: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  from s2s_jax.data.tokenizers import atomic_write
-
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="directory for the TSV files")
   parser.add_argument("--sword_dir", default="/usr/share/sword",
