@@ -4,6 +4,7 @@
   python decode.py --workdir=/tmp/g2p --input=words.txt --nbest=3      # TSV: index rank score text
   python decode.py --workdir=/tmp/g2p --input=words.txt --reference=prons.txt   # + WER / PER
   python decode.py --workdir=/tmp/g2p --split=test                     # a split of the run's data
+  python decode.py --workdir=/tmp/g2p,/tmp/g2p_seed1 --split=test      # an ensemble of two runs
 
 Input comes from --input or stdin; output goes to --output or stdout. An empty input line gives an
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
@@ -16,8 +17,10 @@ import sys
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'last' or a step number.")
+_WORKDIR = flags.DEFINE_list("workdir", None, "A training run's directory; several, comma-"
+                             "separated, decode as an ensemble (mean of their probabilities).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'last' or a step number "
+                                  "(for every --workdir).")
 _INPUT = flags.DEFINE_string("input", None, "Input text file (default: stdin).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file (default: stdout).")
 _REFERENCE = flags.DEFINE_string("reference", None, "References, line-aligned with the input.")
@@ -76,7 +79,8 @@ def main(argv):
 
   from s2s_jax import inference, metrics
   try:
-    model = inference.load(_WORKDIR.value, _CHECKPOINT.value)
+    models = [inference.load(w, _CHECKPOINT.value) for w in _WORKDIR.value]
+    model = models[0] if len(models) == 1 else inference.ensemble(models)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"decode.py: error: {e}")
   try:

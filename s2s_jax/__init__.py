@@ -2,6 +2,7 @@
 
   model = s2s_jax.load(workdir)          # a trained run: config, tokenizers, best checkpoint
   model.decode(["hello"], beam_size=5)   # -> [Result(text=..., hypotheses=...)]
+  s2s_jax.ensemble([model, s2s_jax.load(other_workdir)])  # averages their probabilities
   s2s_jax.export(workdir, "model.exported")
 """
 
@@ -12,14 +13,14 @@ from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 __all__ = [
     "BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID",
     "DecoderCarry", "Encoded", "ModelConfig", "Seq2Seq",
-    "cross_entropy", "export", "load", "mean_cross_entropy", "token_accuracy",
+    "cross_entropy", "ensemble", "export", "load", "mean_cross_entropy", "token_accuracy",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
   # Loading and exporting pull in Orbax and the tokenizers: imported on first use only.
-  if name in ("load", "export"):
+  if name in ("load", "ensemble", "export"):
     from s2s_jax import inference
     return getattr(inference, name)
   raise AttributeError(f"module 's2s_jax' has no attribute {name!r}")

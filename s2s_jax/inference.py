@@ -1,12 +1,13 @@
 """Decoding trained models from Python: `load(workdir)` -> `Model.decode(texts)`, attention plots,
-and `export` (the whole compiled search, weights included, as a `jax.export` artifact).
+ensembles, and `export` (the whole compiled search, weights included, as a `jax.export` artifact).
 
   model = s2s_jax.load("runs/g2p")                   # config, tokenizers, best checkpoint
   [r.text for r in model.decode(["hello", "world"])]   # beam search, K = 5
   model.plot_attention("hello", path="hello.png")
+  both = s2s_jax.ensemble([model, s2s_jax.load("runs/g2p_seed1")])  # averages probabilities
 
 Shape legend: B sentences, S source length (EOS included), R hypotheses per sentence, T output
-length, K beam size.
+length, K beam size, M ensemble members, N rows searched (B * K), V target vocabulary.
 
 `search` is the one pure function behind `Model.decode` and `export`: source ids in, hypotheses
 out, with every sentence's output limit computed from its own source length, so the output for a
@@ -86,45 +87,62 @@ class SearchOptions:
                + self.max_len_offset)
 
 
-def search(params: Any, cfg: model_lib.ModelConfig, src_BS: jax.Array, opts: SearchOptions,
+ModelConfigs = model_lib.ModelConfig | tuple[model_lib.ModelConfig, ...]
+
+
+def ensemble_logprobs(logits_MNV: Sequence[jax.Array]) -> jax.Array:
+  """log of the members' mean next-token probability [N, V]: the ensemble's distribution."""
+  logp_MNV = jnp.stack([jax.nn.log_softmax(x.astype(jnp.float32), axis=-1) for x in logits_MNV])
+  return jax.nn.logsumexp(logp_MNV, axis=0) - math.log(len(logits_MNV))
+
+
+def search(params: Any, cfg: ModelConfigs, src_BS: jax.Array, opts: SearchOptions,
            max_length: int, rng: jax.Array | None = None,
            row_ids_B: jax.Array | None = None) -> decoding.Hypotheses:
   """Encodes `src_BS` (int32, trailing PAD, EOS-terminated) and searches; pure.
 
   Each sentence's output limit comes from its own length (`SearchOptions`), capped by the
   static `max_length`. Greedy and sampling scores are normalized like beam scores, so `score`
-  means the same for every method.
+  means the same for every method. A tuple of configs (and the matching tuple of parameter
+  trees) is an ensemble: every step uses `ensemble_logprobs` of the members' logits.
   """
   B = src_BS.shape[0]
   words_B = jnp.sum(src_BS != PAD_ID, axis=1) - 1  # without the EOS
   limit_B = jnp.minimum(
       jnp.ceil(opts.max_len_ratio * words_B).astype(jnp.int32) + opts.max_len_offset,
       min(opts.max_len, max_length))
-  enc = model_lib.encode(params, cfg, src_BS)
+  members = tuple(zip(cfg, params, strict=True)) if isinstance(cfg, tuple) else ((cfg, params),)
+  # One Encoded and one DecoderCarry per member; the search reorders them all as one pytree.
+  enc = tuple(model_lib.encode(p, c, src_BS) for c, p in members)
+
+  def initial_carry(enc_rows):
+    return tuple(e.initial_carry for e in enc_rows)
 
   def step_fn_over(enc_rows):
     def step_fn(carry, token_N):
-      logits_NV, carry, _ = model_lib.decode_step(params, cfg, enc_rows, carry, token_N)
-      return logits_NV, carry
+      outs = [model_lib.decode_step(p, c, e, k, token_N)
+              for (c, p), e, k in zip(members, enc_rows, carry, strict=True)]
+      logits_NV = outs[0][0] if len(outs) == 1 else ensemble_logprobs([o[0] for o in outs])
+      return logits_NV, tuple(o[1] for o in outs)
     return step_fn
 
   if opts.method == "beam" and opts.beam_size > 1:
     K = opts.beam_size
     tiled = decoding.tile_beams(enc, K)
-    return decoding.beam_search(step_fn_over(tiled), tiled.initial_carry, B, K, max_length,
+    return decoding.beam_search(step_fn_over(tiled), initial_carry(tiled), B, K, max_length,
                                 alpha=opts.alpha, length_penalty_kind=opts.length_penalty,
                                 nbest=opts.nbest, limit_B=limit_B)
   if opts.method == "sample":
     R = opts.nbest
     tiled = decoding.tile_beams(enc, R)
     ids_B = jnp.arange(B) if row_ids_B is None else row_ids_B
-    out = decoding.sample(step_fn_over(tiled), tiled.initial_carry, rng, B * R, max_length,
+    out = decoding.sample(step_fn_over(tiled), initial_carry(tiled), rng, B * R, max_length,
                           temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
                           row_ids_B=(ids_B[:, None] * R + jnp.arange(R)).reshape(B * R),
                           limit_B=jnp.repeat(limit_B, R))
     out = jax.tree.map(lambda x: x.reshape(B, R, *x.shape[2:]), out)
   else:
-    out = decoding.greedy(step_fn_over(enc), enc.initial_carry, B, max_length, limit_B=limit_B)
+    out = decoding.greedy(step_fn_over(enc), initial_carry(enc), B, max_length, limit_B=limit_B)
   score_BR = out.logprob_BR / decoding.length_penalty(out.length_BR, opts.alpha,
                                                       opts.length_penalty)
   order_BR = jnp.argsort(-score_BR, axis=1)  # best first (matters for several samples)
@@ -178,19 +196,29 @@ class Model:
 
   Attributes:
     config: the run's config (a plain dict, as saved in config.json), or {}.
-    model_config: the frozen `ModelConfig`.
-    params: the parameters (a pytree of arrays).
+    model_config: the frozen `ModelConfig`; for an ensemble (`ensemble`), one per member.
+    params: the parameters (a pytree of arrays); for an ensemble, a tuple of them.
     source_tokenizer, target_tokenizer: the run's tokenizers.
-    step: the checkpoint's training step (None when built in memory).
+    step: the checkpoint's training step (None when built in memory or for an ensemble).
   """
 
-  def __init__(self, model_config: model_lib.ModelConfig, params: Any,
+  def __init__(self, model_config: ModelConfigs, params: Any,
                source_tokenizer: tokenizers_lib.Tokenizer,
                target_tokenizer: tokenizers_lib.Tokenizer, *, config: dict | None = None,
                step: int | None = None):
     self.model_config, self.params = model_config, params
     self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
     self.config, self.step = config or {}, step
+
+  @property
+  def is_ensemble(self) -> bool:
+    return isinstance(self.model_config, tuple)
+
+  def _check_attention(self, what: str) -> None:
+    if self.is_ensemble:
+      raise ValueError(f"{what}: an ensemble has one attention per member; ask a member model")
+    if self.model_config.attention == "none":
+      raise ValueError(f"{what}: this model has no attention (attention='none')")
 
   def source_ids(self, text: str, max_source_len: int = 256) -> tuple[list[int], bool]:
     """(ids with EOS, truncated?): what the model reads for `text`, as in training."""
@@ -220,8 +248,8 @@ class Model:
                          length_penalty=length_penalty, max_len=max_len,
                          max_len_ratio=max_len_ratio, max_len_offset=max_len_offset,
                          temperature=temperature, top_k=top_k, top_p=top_p)
-    if return_attention and self.model_config.attention == "none":
-      raise ValueError("return_attention=True: this model has no attention (attention='none')")
+    if return_attention:
+      self._check_attention("return_attention=True")
     encoded = [self.source_ids(t, max_source_len) if t.strip() else ([], False) for t in texts]
     truncated = [i for i, (_, cut) in enumerate(encoded) if cut]
     if truncated:
@@ -287,8 +315,7 @@ class Model:
                 ) -> tuple[np.ndarray, list[str], list[str]]:
     """`(weights [output tokens + EOS, source tokens + EOS], source pieces, output pieces)`
     for `output` (default: the model's own best output for `source`)."""
-    if self.model_config.attention == "none":
-      raise ValueError("this model has no attention (attention='none')")
+    self._check_attention("attention")
     src_ids, _ = self.source_ids(source, decode_kw.pop("max_source_len", 256))
     if output is None:
       out_ids = list(self.decode([source], **decode_kw)[0].hypotheses[0].ids)
@@ -322,6 +349,39 @@ class Model:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def ensemble(models: Sequence[Model]) -> Model:
+  """One model whose every search step uses the members' mean next-token probability.
+
+  Members must share both vocabularies (runs trained on the same data with the same tokenizer
+  settings build identical ones); their architectures may differ. The result decodes and
+  exports like any `Model` (not attention: each member has its own); its `config` is the
+  first member's, so `split` reads the first member's dataset.
+
+  Raises:
+    ValueError: fewer than two members, or a member's source or target vocabulary differs.
+  """
+  models = list(models)
+  if len(models) < 2:
+    raise ValueError(f"an ensemble needs at least two models, got {len(models)}")
+  configs, params = [], []
+  for i, m in enumerate(models):
+    for side in ("source", "target"):
+      if not _same_vocabulary(getattr(models[0], f"{side}_tokenizer"),
+                              getattr(m, f"{side}_tokenizer")):
+        raise ValueError(f"ensemble member {i} has a different {side} vocabulary from member 0; "
+                         "members must be trained with the same data and tokenizer settings")
+    configs += m.model_config if m.is_ensemble else [m.model_config]
+    params += m.params if m.is_ensemble else [m.params]
+  return Model(tuple(configs), tuple(params), models[0].source_tokenizer,
+               models[0].target_tokenizer, config=models[0].config)
+
+
+def _same_vocabulary(a: tokenizers_lib.Tokenizer, b: tokenizers_lib.Tokenizer) -> bool:
+  ids = range(a.vocab_size)
+  return (type(a) is type(b) and getattr(a, "kind", None) == getattr(b, "kind", None)
+          and a.vocab_size == b.vocab_size and a.pieces(ids) == b.pieces(ids))
 
 
 # ----------------------------------------------------------------------------- loading

@@ -36,9 +36,9 @@ def _teacher_forced_logits(params, cfg, src, tgt_in):
   return model_lib.decode(params, cfg, model_lib.encode(params, cfg, src), tgt_in)[0]
 
 
-def teacher_forced_logprobs(m: inference.Model, cases) -> list[float]:
-  """log p(output | source) for (source, output ids incl. any EOS) pairs, from one teacher-forced
-  pass over all of them: independent of the search code."""
+def teacher_forced_token_logprobs(m: inference.Model, cases) -> list[np.ndarray]:
+  """Per output token, log p(token | source, earlier tokens) for (source, output ids incl. any
+  EOS) pairs, from one teacher-forced pass over all of them: independent of the search code."""
   src = np.zeros((len(cases), 24), np.int32)
   tgt_in = np.zeros((len(cases), 24), np.int32)
   for row, (source, out) in enumerate(cases):
@@ -47,8 +47,13 @@ def teacher_forced_logprobs(m: inference.Model, cases) -> list[float]:
     tgt_in[row, :len(out)] = [BOS_ID, *out[:-1]]
   logp = jax.nn.log_softmax(np.asarray(
       _teacher_forced_logits(m.params, m.model_config, src, tgt_in), np.float64))
-  return [float(sum(logp[row, t, token] for t, token in enumerate(out)))
+  return [np.array([logp[row, t, token] for t, token in enumerate(out)])
           for row, (_, out) in enumerate(cases)]
+
+
+def teacher_forced_logprobs(m: inference.Model, cases) -> list[float]:
+  """log p(output | source) for (source, output ids incl. any EOS) pairs."""
+  return [float(x.sum()) for x in teacher_forced_token_logprobs(m, cases)]
 
 
 def test_load_reads_the_best_last_and_a_named_checkpoint(model, tiny_run):
@@ -113,6 +118,46 @@ def test_outputs_do_not_depend_on_batch_composition_or_padding(model, beam_size=
   # Another mix: reversed order, batches of 2.
   mixed = model.decode(WORDS[::-1], beam_size=beam_size, batch_size=2)[::-1]
   assert [r.text for r in mixed] == [r.text for r in together]
+
+
+def test_ensemble_beam_scores_are_the_log_of_the_members_mean_token_probabilities(tiny_run):
+  members = [s2s_jax.load(str(tiny_run[0]), step) for step in (30, 40)]  # different weights
+  both = s2s_jax.ensemble(members)
+  results = both.decode(WORDS, beam_size=3, nbest=2, alpha=0.0, max_len_ratio=1.0,
+                        max_len_offset=2)
+  cases, hyps = [], []
+  for word, result in zip(WORDS, results, strict=True):
+    for hyp in result.hypotheses:
+      cut = len(hyp.ids) == len(word) + 2  # cut at the limit: no EOS
+      cases.append((word, [*hyp.ids] if cut else [*hyp.ids, EOS_ID]))
+      hyps.append(hyp)
+  assert len(hyps) == 2 * (len(WORDS) - 1)
+  per_member = [teacher_forced_token_logprobs(m, cases) for m in members]
+  for i, hyp in enumerate(hyps):
+    a, b = per_member[0][i], per_member[1][i]
+    want = float(np.sum(np.log((np.exp(a) + np.exp(b)) / 2)))
+    assert hyp.logprob == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert hyp.score == pytest.approx(want, rel=1e-4, abs=1e-4)  # alpha 0: no length penalty
+  # The members disagree, so the check above could tell the mean from either member alone.
+  assert max(abs(m[i].sum() - h.logprob) for m in per_member for i, h in enumerate(hyps)) > 0.01
+
+
+def test_ensemble_of_a_model_with_itself_decodes_as_the_model_and_bad_members_are_named(model):
+  with pytest.raises(ValueError, match="at least two models, got 1"):
+    s2s_jax.ensemble([model])
+  swapped = inference.Model(model.model_config, model.params, model.target_tokenizer,
+                            model.target_tokenizer)
+  with pytest.raises(ValueError, match="member 1 has a different source vocabulary"):
+    s2s_jax.ensemble([model, swapped])
+  twice = s2s_jax.ensemble([model, model])
+  assert twice.is_ensemble and len(twice.model_config) == 2
+  with pytest.raises(ValueError, match="an ensemble has one attention per member"):
+    twice.decode(["abc"], return_attention=True)
+  for method in ("greedy", "beam"):
+    alone, doubled = model.decode(WORDS, method=method), twice.decode(WORDS, method=method)
+    assert [r.text for r in doubled] == [r.text for r in alone]
+    assert [r.hypotheses[0].score for r in doubled if r.hypotheses] == pytest.approx(
+        [r.hypotheses[0].score for r in alone if r.hypotheses], abs=1e-4)
 
 
 def test_beam_size_one_is_greedy_search(model):
@@ -188,7 +233,8 @@ def test_decode_cli_writes_one_line_per_input_in_order_and_scores_references(mod
   lines = ["abc", "", "hgfedcbahgfedcba", "dead"]
   (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
   (tmp_path / "ref.txt").write_text("A B C\n\nH G F E D C B A\nX\tD E A D\n")
-  run = _decode_cli(f"--workdir={tiny_run[0]}", f"--input={tmp_path / 'in.txt'}",
+  # The run twice: an ensemble of a model with itself, which must decode as the model alone.
+  run = _decode_cli(f"--workdir={tiny_run[0]},{tiny_run[0]}", f"--input={tmp_path / 'in.txt'}",
                     f"--reference={tmp_path / 'ref.txt'}", "--max_source_len=9")
   assert run.returncode == 0, run.stderr
   want = [r.text for r in model.decode(lines, max_source_len=9)]
