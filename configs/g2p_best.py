@@ -2,7 +2,7 @@
 
   python train.py --config=configs/g2p_best.py --workdir=/tmp/g2p_best
   python train.py --config=configs/g2p_best.py --workdir=/tmp/g2p_best_seed1 --config.seed=1
-  python decode.py --workdir=/tmp/g2p_best,/tmp/g2p_best_seed1 --split=test --beam_size=5 > /dev/null
+  python decode.py --workdir=/tmp/g2p_best,/tmp/g2p_best_seed1 --split=test > /dev/null  # beam 5
 
 Against configs/g2p.py: the same model (BiLSTM 2x128 encoder, LSTM 256 decoder, Luong general
 attention with input feeding), dropout 0.2 instead of 0.1, Adam 1e-3 instead of 3e-3, and
