@@ -19,8 +19,8 @@ from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "A training run's directory; several, comma-"
                              "separated, decode as an ensemble (mean of their probabilities).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'last' or a step number "
-                                  "(for every --workdir).")
+_CHECKPOINT = flags.DEFINE_list("checkpoint", ["best"], "'best', 'last' or a step number: one "
+                                "for every --workdir, or one per --workdir (comma-separated).")
 _INPUT = flags.DEFINE_string("input", None, "Input text file (default: stdin).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file (default: stdout).")
 _REFERENCE = flags.DEFINE_string("reference", None, "References, line-aligned with the input.")
@@ -73,13 +73,19 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # stderr carries warnings and progress, not library logs
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  checkpoints = _CHECKPOINT.value or ["best"]
+  if len(checkpoints) == 1:
+    checkpoints = checkpoints * len(_WORKDIR.value)
+  if len(checkpoints) != len(_WORKDIR.value):
+    raise app.UsageError(f"--checkpoint has {len(checkpoints)} values for "
+                         f"{len(_WORKDIR.value)} --workdir values; give one, or one per workdir")
   if _SPLIT.value and (_INPUT.value or _REFERENCE.value):
     raise app.UsageError("--split replaces --input and --reference; give one or the other")
   import tqdm
 
   from s2s_jax import inference, metrics
   try:
-    models = [inference.load(w, _CHECKPOINT.value) for w in _WORKDIR.value]
+    models = [inference.load(w, c) for w, c in zip(_WORKDIR.value, checkpoints, strict=True)]
     model = models[0] if len(models) == 1 else inference.ensemble(models)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"decode.py: error: {e}")

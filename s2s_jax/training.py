@@ -128,7 +128,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   params = optax.apply_updates(state.params, jax.tree.map(lambda u: lr * u, updates))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, {"loss_sum": loss_sum, "tokens": tokens, "learning_rate": lr,
-                     "grad_norm": optax.global_norm(grads)}
+                     "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(params: Any, apply_fn: Callable, batch: Mapping[str, jax.Array]
@@ -397,7 +397,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 class _Window:
-  """Training loss, tokens and time since the last report (device values summed lazily)."""
+  """Training loss, gradient norm, tokens and time since the last report (device values summed
+  lazily, so logging does not wait for the device every step)."""
 
   def __init__(self, pmap: bool):
     self.pmap = pmap
@@ -405,19 +406,23 @@ class _Window:
 
   def reset(self) -> None:
     self.loss_sum, self.tokens, self.host_tokens = 0.0, 0.0, 0
+    self.grad_norm_sum, self.steps = 0.0, 0
     self.tick = time.perf_counter()
 
   def add(self, batch: Mapping[str, np.ndarray], step_metrics: Mapping[str, jax.Array]) -> None:
-    m = _first(step_metrics, self.pmap, ("loss_sum", "tokens", "learning_rate"))
+    m = _first(step_metrics, self.pmap, ("loss_sum", "tokens", "learning_rate", "grad_norm"))
     self.loss_sum, self.tokens = self.loss_sum + m["loss_sum"], self.tokens + m["tokens"]
+    self.grad_norm_sum, self.steps = self.grad_norm_sum + m["grad_norm"], self.steps + 1
     self.learning_rate = m["learning_rate"]
     self.host_tokens += int((batch["tgt_out"] > 0).sum() + (batch["src"] > 0).sum())
 
   def report(self) -> tuple[dict[str, float], float]:
-    """({train_loss, learning_rate, tokens_per_second}, seconds); waits for the device."""
+    """({train_loss, grad_norm (mean, before clipping), learning_rate, tokens_per_second},
+    seconds); waits for the device."""
     loss = float(self.loss_sum) / max(float(self.tokens), 1.0)
     seconds = time.perf_counter() - self.tick
-    return {"train_loss": loss, "learning_rate": float(self.learning_rate),
+    return {"train_loss": loss, "grad_norm": float(self.grad_norm_sum) / max(self.steps, 1),
+            "learning_rate": float(self.learning_rate),
             "tokens_per_second": self.host_tokens / max(seconds, 1e-9)}, seconds
 
 

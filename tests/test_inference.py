@@ -246,6 +246,24 @@ def test_decode_cli_writes_one_line_per_input_in_order_and_scores_references(mod
   assert scores == {"decoded": 3, **{k: pytest.approx(v) for k, v in expected.items()}}
 
 
+def test_decode_cli_takes_one_checkpoint_per_ensemble_member(tiny_run):
+  run_dir = str(tiny_run[0])
+  words = ["abc", "fade", "hgfedcba"]
+  run = _decode_cli(f"--workdir={run_dir},{run_dir}", "--checkpoint=30,40", "--nbest=2",
+                    "--beam_size=3", stdin="\n".join(words) + "\n")
+  assert run.returncode == 0, run.stderr
+  both = s2s_jax.ensemble([s2s_jax.load(run_dir, 30), s2s_jax.load(run_dir, 40)])
+  expected = [(h.text, h.score) for r in both.decode(words, beam_size=3, nbest=2)
+              for h in r.hypotheses]
+  rows = [line.split("\t") for line in run.stdout.splitlines()]
+  assert [r[3] for r in rows] == [text for text, _ in expected]
+  assert [float(r[2]) for r in rows] == pytest.approx([score for _, score in expected], abs=1e-3)
+  mismatch = _decode_cli(f"--workdir={run_dir},{run_dir}", "--checkpoint=30,40,best",
+                         stdin="abc\n")
+  assert mismatch.returncode != 0
+  assert "--checkpoint has 3 values for 2 --workdir values" in mismatch.stderr
+
+
 def test_decode_cli_n_best_tsv_from_stdin_and_errors(model, tiny_run, tmp_path):
   run = _decode_cli(f"--workdir={tiny_run[0]}", "--nbest=2", "--beam_size=3",
                     stdin="abc\n\nfade\n")

@@ -5,6 +5,7 @@ checkpoints fall back past a corrupt step; a non-finite loss stops the run; bad 
 import functools
 import importlib
 import json
+import math
 import os
 import pathlib
 import signal
@@ -36,6 +37,8 @@ def test_tiny_config_learns_the_copy_task_and_writes_its_outputs(tiny_run):
   rows = _metrics(workdir)
   losses = [r["train_loss"] for r in rows if "train_loss" in r]
   assert len(losses) == 40
+  norms = [r["grad_norm"] for r in rows if "train_loss" in r]
+  assert len(norms) == 40 and all(math.isfinite(g) and g > 0 for g in norms)
   assert np.mean(losses[-5:]) < 0.5 * losses[0]
   assert [r["step"] for r in rows if "eval_wer" in r] == [10, 20, 30, 40]
   assert 0 <= result["test_wer"] <= 1 and result["test_decoded"] > 0
@@ -216,6 +219,25 @@ def test_warmup_rsqrt_rises_linearly_then_decays_as_inverse_sqrt():
       {"learning_rate": 1.0, "warmup_steps": 4, "schedule": "warmup_rsqrt"}, 100)
   np.testing.assert_allclose([float(schedule(s)) for s in (0, 1, 3, 15, 63)],
                              [0.25, 0.5, 1.0, 0.5, 0.25], rtol=1e-6)
+
+
+def test_reported_grad_norm_is_the_norm_of_the_mean_token_loss_gradient_before_clipping():
+  state, batch = _small_state()
+  opt = training.make_optimizer({"name": "adam", "clip_norm": 0.05, "accumulate_steps": 1})
+  state = state.replace(tx=opt, opt_state=opt.init(state.params))  # clipping is active
+
+  def mean_nll(params):  # written out here, not through s2s_jax.losses
+    logits_BTV = state.apply_fn({"params": params}, batch["src"], batch["tgt_in"])
+    logp_BTV = jax.nn.log_softmax(logits_BTV, axis=-1)
+    nll_BT = -jnp.take_along_axis(logp_BTV, batch["tgt_out"][..., None], axis=-1)[..., 0]
+    mask_BT = batch["tgt_out"] > 0
+    return jnp.sum(jnp.where(mask_BT, nll_BT, 0.0)) / jnp.sum(mask_BT)
+
+  grads = jax.grad(mean_nll)(state.params)
+  expected = np.sqrt(sum(float(np.sum(np.square(g))) for g in jax.tree.leaves(grads)))
+  _, metrics = jax.jit(training.train_step)(state, batch, jax.random.PRNGKey(0))
+  assert expected > 2 * 0.05  # the reported norm must be the one before clipping
+  np.testing.assert_allclose(float(metrics["grad_norm"]), expected, rtol=1e-5)
 
 
 def test_accumulating_two_identical_batches_equals_one_step_on_that_batch():
