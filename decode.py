@@ -43,6 +43,9 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most probable token
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Sentences per compiled batch.")
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    "keep_freed_memory", True, "Tune glibc malloc so the CPU backend reuses freed buffers "
+    "(s2s_jax/host_memory.py).")
 _CHUNK = 4096  # lines read, decoded and written at a time
 
 
@@ -70,6 +73,9 @@ def _inputs(model) -> tuple[list[str], list[list[str]] | None]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _KEEP_FREED_MEMORY.value:  # before the first computation creates JAX's CPU threads
+    from s2s_jax import host_memory
+    host_memory.keep_freed_memory()
   logging.set_verbosity(logging.WARNING)  # stderr carries warnings and progress, not library logs
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")

@@ -10,18 +10,23 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from s2s_jax import training
+from s2s_jax import host_memory, training
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "g2p.py"),
     "Training config file (default: configs/g2p.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and vocabularies.")
 flags.mark_flag_as_required("workdir")
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    "keep_freed_memory", True, "Tune glibc malloc so the CPU backend reuses freed step buffers "
+    "instead of faulting in fresh pages every step (s2s_jax/host_memory.py).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _KEEP_FREED_MEMORY.value:  # before the first computation creates JAX's CPU threads
+    host_memory.keep_freed_memory()
   logging.set_verbosity(logging.INFO)
   result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps(result, indent=1))
