@@ -28,7 +28,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
+if not any(os.path.isdir(os.path.join(p, "s2s_jax")) for p in sys.path if p):
+  sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
 import g2p_workload  # noqa: E402
 

@@ -1,8 +1,16 @@
-"""Speed benchmarks on the reference workload (benchmarks/workload.py), side by side in one run.
+"""Speed benchmarks, side by side in one run, on two workloads:
+
+- `reference` (benchmarks/workload.py): vocabulary 8000, hidden 512, 2-layer LSTMs, Luong dot
+  attention, one batch of 64 x 30; peers: PyTorch (`torch.nn.LSTM`) and `flax.linen.RNN`.
+- `g2p` (benchmarks/g2p_workload.py): the default configs/g2p.py model (BiLSTM 128 + LSTM 256,
+  Luong general attention with input feeding, ~40-symbol vocabularies) on real CMUdict batches as
+  the pipeline makes them; peer: the same model written like JoeyNMT / OpenNMT-py
+  (benchmarks/torch_g2p.py: packed bidirectional `nn.LSTM`, an `nn.LSTMCell` decoder loop).
 
   pip install -e ".[bench]"            # adds torch (a benchmark peer, never a runtime dependency)
-  python benchmarks/run.py --quick     # ~2-3 minutes on 2 CPU cores
+  python benchmarks/run.py --quick     # ~4-5 minutes on 2 CPU cores
   python benchmarks/run.py             # more timed steps
+  python benchmarks/run.py --only g2p  # the g2p workload alone
 
 Each measurement runs in its own process, one after another: the machine's f32 matmul peak (a
 large jitted matmul); s2s_jax's train step (with compile time: trace + lower, XLA compile) and
@@ -11,7 +19,14 @@ search over `torch.topk`) and with `flax.linen.RNN(OptimizedLSTMCell)`; the inpu
 Every peer loads s2s_jax's initial weights and must compute the same loss on the same batch
 (rtol 1e-4) before it is timed: a peer that fails the check posts no number. Times are medians
 of the timed steps (min and max kept). Writes benchmarks/results/<date>-<host>.json (with the
-CPU model, core count and library versions) and prints a Markdown table of ratios.
+CPU model, core count and library versions) and prints a Markdown table of ratios per workload.
+
+On the g2p workload every process runs with `host_memory.keep_freed_memory()` applied first, as
+train.py and decode.py run (PyTorch's CPU allocator goes through the same glibc malloc, so both
+peers get the same setting). Its train step is timed over passes through all the stored batches
+(each shape compiled and run once before timing); decoding uses weights trained for a few hundred
+steps in the setup, so outputs end where a trained model's do, and s2s_jax and PyTorch decode the
+same model (the share of identical greedy outputs is reported).
 """
 
 from __future__ import annotations
@@ -32,10 +47,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+import g2p_workload  # noqa: E402
 import workload as w  # noqa: E402
 
 RTOL = 1e-4
-WORKERS = ("setup", "peak", "s2s_jax", "flax_rnn", "torch", "pipeline")
+WORKERS = ("setup", "peak", "s2s_jax", "flax_rnn", "torch", "pipeline", "g2p_setup",
+           "g2p_s2s_jax", "g2p_torch")
+REFERENCE_WORKERS = ("peak", "s2s_jax", "flax_rnn", "torch", "pipeline")
+G2P_WORKERS = ("g2p_s2s_jax", "g2p_torch")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -278,6 +297,250 @@ def worker_pipeline(args) -> dict:
           "examples_per_second": examples / seconds, "target_tokens_per_second": tokens / seconds}
 
 
+# ----------------------------------------------------------------------------- g2p workload
+
+
+def _g2p_load(setup_dir: str, name: str) -> dict:
+  import numpy as np
+  with np.load(os.path.join(setup_dir, name)) as f:
+    return dict(f)
+
+
+def _g2p_search_options(beam: int):
+  """Beam search without length penalty (the peer's), default output limits."""
+  from s2s_jax import inference
+  return inference.SearchOptions(method="greedy" if beam == 1 else "beam", beam_size=beam,
+                                 alpha=0.0)
+
+
+def worker_g2p_setup(args) -> dict:
+  """Initial weights (seed 0), s2s_jax's loss on the first batch (no dropout), and the weights
+  after `--decode_train_steps` Adam steps (lr 3e-3) for the decode measurements."""
+  import functools
+
+  import jax
+  import numpy as np
+
+  from s2s_jax import ModelConfig, Seq2Seq, host_memory, losses, training
+  host_memory.keep_freed_memory()
+  work = g2p_workload.load()
+  model = Seq2Seq(ModelConfig(**work.model))
+  batch = work.batches[0]
+  params = model.init(jax.random.PRNGKey(0), batch["src"][:1], batch["tgt_in"][:1])["params"]
+  logits = jax.jit(model.apply)({"params": params}, batch["src"], batch["tgt_in"])
+  loss = float(losses.mean_cross_entropy(logits, batch["tgt_out"],
+                                         label_smoothing=work.label_smoothing))
+  np.savez(os.path.join(args.setup, "g2p_init.npz"), **w.flatten(params))
+  tx = training.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
+                                "accumulate_steps": 1})
+  state = training.create_train_state(jax.random.PRNGKey(0), model, tx, lambda s: 3e-3, batch)
+  step = jax.jit(functools.partial(training.train_step, label_smoothing=work.label_smoothing))
+  rng = jax.random.PRNGKey(1)
+  start = time.perf_counter()
+  for k in range(args.decode_train_steps):
+    state, metrics = step(state, work.batches[k % len(work.batches)], rng)
+  trained_loss = float(metrics["loss_sum"] / metrics["tokens"])
+  np.savez(os.path.join(args.setup, "g2p_trained.npz"), **w.flatten(state.params))
+  with open(os.path.join(args.setup, "g2p_reference.json"), "w") as f:
+    json.dump({"loss": loss}, f)
+  return {"loss": loss, "decode_weights": {"steps": args.decode_train_steps,
+                                           "last_train_loss": trained_loss,
+                                           "seconds": time.perf_counter() - start},
+          "train_gflop_per_pass": g2p_workload.train_flops(work) / 1e9,
+          "batches": len(work.batches), "tokens_per_pass": work.tokens,
+          "shapes": sorted({tuple(b["src"].shape) for b in work.batches})}
+
+
+def _pass_rates(pass_seconds: dict, work) -> dict:
+  median = pass_seconds["median"]
+  return {"pass_seconds": pass_seconds, "tokens_per_second": work.tokens / median,
+          "step_ms": 1e3 * median / len(work.batches),
+          "gflops_per_second": g2p_workload.train_flops(work) / median / 1e9}
+
+
+def worker_g2p_s2s_jax(args) -> dict:
+  import functools
+
+  import jax
+  import numpy as np
+
+  from s2s_jax import ModelConfig, Seq2Seq, host_memory, inference, losses, training
+  host_memory.keep_freed_memory()  # as train.py does, before the first computation
+  work = g2p_workload.load()
+  cfg = ModelConfig(**work.model)
+  model = Seq2Seq(cfg)
+  with open(os.path.join(args.setup, "g2p_reference.json")) as f:
+    reference = json.load(f)
+  params = jax.tree.map(jax.numpy.asarray, w.unflatten(_g2p_load(args.setup, "g2p_init.npz")))
+  batch = work.batches[0]
+  logits = jax.jit(model.apply)({"params": params}, batch["src"], batch["tgt_in"])
+  result = _check_loss("s2s_jax", float(losses.mean_cross_entropy(
+      logits, batch["tgt_out"], label_smoothing=work.label_smoothing)), reference["loss"])
+
+  tx = training.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
+                                "accumulate_steps": 1})
+  state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                              opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
+                              apply_fn=model.apply, tx=tx,
+                              schedule=optax_constant(work.learning_rate))
+  step = jax.jit(functools.partial(training.train_step, label_smoothing=work.label_smoothing),
+                 donate_argnums=0)
+  batches = [jax.device_put(b) for b in work.batches]
+  rng = jax.random.PRNGKey(1)
+  compile_seconds, seen = 0.0, set()
+  for b in batches:  # one compile (and one run) per bucket shape, untimed
+    if b["src"].shape not in seen:
+      seen.add(b["src"].shape)
+      start = time.perf_counter()
+      state, metrics = step(state, b, rng)
+      metrics["loss_sum"].block_until_ready()
+      compile_seconds += time.perf_counter() - start
+  holder = {"state": state}
+
+  def train_pass():
+    for b in batches:
+      holder["state"], metrics = step(holder["state"], b, rng)
+    metrics["loss_sum"].block_until_ready()
+
+  result["train"] = _pass_rates(_timed_runs(train_pass, args.g2p_passes, 1), work)
+  result["train"]["compile_and_first_step_seconds"] = compile_seconds
+
+  trained = jax.tree.map(jax.numpy.asarray,
+                         w.unflatten(_g2p_load(args.setup, "g2p_trained.npz")))
+  decode = {}
+  for name, beam in (("greedy", 1), ("beam5", 5)):
+    opts = _g2p_search_options(beam)
+    fns = {}
+    for src in work.decode_batches:
+      S = src.shape[1]
+      if S not in fns:
+        fns[S] = jax.jit(functools.partial(inference.search, cfg=cfg, opts=opts,
+                                           max_length=opts.output_length(S)))
+        fns[S](trained, src_BS=src).tokens_BRT.block_until_ready()
+    outputs = []
+
+    def decode_pass(fns=fns, outputs=outputs):
+      outputs.clear()
+      for src in work.decode_batches:
+        outputs.append(fns[src.shape[1]](trained, src_BS=src).tokens_BRT)
+      outputs[-1].block_until_ready()
+
+    seconds = _timed_runs(decode_pass, args.decode_runs, 1)
+    decode[name] = {"seconds": seconds,
+                    "words_per_second": work.decode_words / seconds["median"],
+                    "mean_output_length": float(np.mean(
+                        [np.sum(np.asarray(o[:, 0]) != 0, axis=1).mean() for o in outputs]))}
+    np.savez(os.path.join(args.setup, f"g2p_s2s_jax_{name}.npz"),
+             *[np.asarray(o[:, 0]) for o in outputs])
+  result["decode"] = decode
+  return result
+
+
+def optax_constant(value: float):
+  import optax
+  return optax.constant_schedule(value)
+
+
+def worker_g2p_torch(args) -> dict:
+  import numpy as np
+  import torch
+  import torch_g2p as tg
+
+  from s2s_jax import host_memory
+  host_memory.keep_freed_memory()  # the same allocator setting as the s2s_jax process
+  torch.set_num_threads(os.cpu_count() or 1)
+  work = g2p_workload.load()
+  with open(os.path.join(args.setup, "g2p_reference.json")) as f:
+    reference = json.load(f)
+  torch.manual_seed(0)
+  model = tg.TorchG2P(work.model)
+  model.load_flat(_g2p_load(args.setup, "g2p_init.npz"))
+  model.eval()
+  with torch.no_grad():
+    result = _check_loss("torch", float(tg.loss(model, work.batches[0], work.label_smoothing)),
+                         reference["loss"])
+  model.train()
+  step = tg.make_train_step(model, work.learning_rate, work.clip_norm, work.label_smoothing)
+
+  def train_pass():
+    for b in work.batches:
+      value = step(b)
+    float(value)
+
+  step(work.batches[0])
+  result["train"] = _pass_rates(_timed_runs(train_pass, args.g2p_passes, 1), work)
+
+  model.load_flat(_g2p_load(args.setup, "g2p_trained.npz"))
+  model.eval()
+  decode = {}
+  for name, beam in (("greedy", 1), ("beam5", 5)):
+    opts = _g2p_search_options(beam)
+    sources = [torch.from_numpy(src).long() for src in work.decode_batches]
+    limits = [opts.output_length(src.shape[1]) for src in work.decode_batches]
+    outputs = []
+
+    def decode_pass(beam=beam, sources=sources, limits=limits, outputs=outputs):
+      outputs.clear()
+      for src, limit in zip(sources, limits, strict=True):
+        outputs.append(tg.greedy(model, src, limit) if beam == 1
+                       else tg.beam_search(model, src, beam, limit))
+
+    seconds = _timed_runs(decode_pass, args.decode_runs, 1)
+    with np.load(os.path.join(args.setup, f"g2p_s2s_jax_{name}.npz")) as f:
+      jax_out = [f[f"arr_{i}"] for i in range(len(outputs))]
+    same = [(_until_eos(a) == _until_eos(b)) for o, j in zip(outputs, jax_out, strict=True)
+            for a, b in zip(o.numpy(), j, strict=True)]
+    decode[name] = {"seconds": seconds, "words_per_second": work.decode_words / seconds["median"],
+                    "outputs_identical_to_s2s_jax": float(np.mean(same))}
+  result["decode"] = decode
+  return result
+
+
+def _until_eos(ids) -> tuple:
+  out = []
+  for i in map(int, ids):
+    if i in (0, g2p_workload.EOS):
+      break
+    out.append(i)
+  return tuple(out)
+
+
+def _g2p_table(results: dict) -> str:
+  jax_r, torch_r = results.get("g2p_s2s_jax") or {}, results.get("g2p_torch") or {}
+  setup = results.get("g2p_setup") or {}
+
+  def get(node, *keys):
+    for key in keys:
+      if not isinstance(node, dict):
+        return None
+      node = node.get(key)
+    return node
+
+  lines = ["| g2p workload | s2s_jax | PyTorch (JoeyNMT-style) | s2s_jax / PyTorch |",
+           "|---|---|---|---|"]
+  for label, keys, spec, higher in (
+      ("train step, source + target tokens/s", ("train", "tokens_per_second"), ",.0f", True),
+      ("train step, ms (mean over the batches)", ("train", "step_ms"), ".1f", False),
+      ("train step, GFLOP/s of matmuls", ("train", "gflops_per_second"), ".1f", True),
+      ("greedy decode, words/s", ("decode", "greedy", "words_per_second"), ",.0f", True),
+      ("beam-5 decode, words/s", ("decode", "beam5", "words_per_second"), ",.0f", True)):
+    a, b = get(jax_r, *keys), get(torch_r, *keys)
+    ratio = _ratio(a, b) if higher else _ratio(b, a)
+    lines.append(f"| {label} | " + " | ".join("n/a" if v is None else format(v, spec)
+                                              for v in (a, b))
+                 + f" | {'n/a' if ratio is None else format(ratio, '.2f') + 'x'} |")
+  out = "\n".join(lines)
+  if setup:
+    out += (f"\n\n{setup['batches']} batches {setup['shapes']}, {setup['tokens_per_pass']:,} "
+            f"tokens and {setup['train_gflop_per_pass']:.0f} GFLOP of matmuls per pass; decoding "
+            f"with weights after {setup['decode_weights']['steps']} training steps.")
+  same = get(torch_r, "decode", "greedy", "outputs_identical_to_s2s_jax")
+  if same is not None:
+    out += (f" Identical outputs: greedy {same:.1%}, beam 5 "
+            f"{get(torch_r, 'decode', 'beam5', 'outputs_identical_to_s2s_jax'):.1%}.")
+  return out
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -301,7 +564,9 @@ def _machine() -> dict:
 def _run_worker(name: str, args, setup_dir: str) -> dict | None:
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--setup", setup_dir,
          "--steps", str(args.steps), "--warmup", str(args.warmup),
-         "--decode_runs", str(args.decode_runs)] + (["--quick"] if args.quick else [])
+         "--decode_runs", str(args.decode_runs), "--g2p_passes", str(args.g2p_passes),
+         "--decode_train_steps", str(args.decode_train_steps)] + (["--quick"] if args.quick
+                                                                  else [])
   env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
   start = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -372,33 +637,50 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=None, help="timed train steps")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--decode_runs", type=int, default=None)
-  parser.add_argument("--only", nargs="+", choices=WORKERS[1:], default=None)
+  parser.add_argument("--only", nargs="+", choices=(*REFERENCE_WORKERS, "g2p", *G2P_WORKERS),
+                      default=None, help="measurements to run; 'g2p' = the whole g2p workload")
+  parser.add_argument("--g2p_passes", type=int, default=None,
+                      help="timed passes over the g2p training batches")
+  parser.add_argument("--decode_train_steps", type=int, default=None,
+                      help="training steps behind the g2p decode weights")
   parser.add_argument("--out", default=None, help="results JSON (default: results/<date>-<host>)")
   parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
   parser.add_argument("--setup", help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.steps = args.steps or (5 if args.quick else 20)
   args.decode_runs = args.decode_runs or (3 if args.quick else 10)
+  args.g2p_passes = args.g2p_passes or (2 if args.quick else 5)
+  args.decode_train_steps = args.decode_train_steps or (150 if args.quick else 300)
 
   if args.worker:
     result = globals()[f"worker_{args.worker}"](args)
     print("RESULT " + json.dumps(result), flush=True)
     return
 
+  only = args.only or [*REFERENCE_WORKERS, "g2p"]
+  reference = [n for n in REFERENCE_WORKERS if n in only]
+  g2p = [n for n in G2P_WORKERS if n in only or "g2p" in only]
   results = {"machine": _machine(), "quick": args.quick, "workload": {
       "vocab": w.VOCAB, "embed": w.EMBED, "hidden": w.HIDDEN, "layers": w.LAYERS,
       "batch": w.BATCH, "length": w.LENGTH, "train_gflop_per_step": w.train_flops() / 1e9}}
   with tempfile.TemporaryDirectory() as setup_dir:
-    for name in ("setup", *(args.only or WORKERS[1:])):
-      results[name] = _run_worker(name, args, setup_dir)
-      if name == "setup" and results[name] is None:
-        raise SystemExit("setup failed; nothing measured")
+    for setup, names in (("setup", reference), ("g2p_setup", g2p)):
+      if not names:
+        continue
+      results[setup] = _run_worker(setup, args, setup_dir)
+      if results[setup] is None:
+        raise SystemExit(f"{setup} failed; nothing measured")
+      for name in names:
+        results[name] = _run_worker(name, args, setup_dir)
   stamp = datetime.date.today().isoformat()
   out = args.out or os.path.join(HERE, "results", f"{stamp}-{socket.gethostname()}.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:
     json.dump(results, f, indent=1)
-  print(_table(results))
+  if reference:
+    print(_table(results))
+  if g2p:
+    print(("\n" if reference else "") + _g2p_table(results))
   print(f"\n{results['machine']['cpu']}, {results['machine']['cores']} cores; jax "
         f"{results['machine']['jax']}, torch {results['machine']['torch']}; written to {out}")
 
