@@ -13,6 +13,11 @@ compiled and run once first; tokens/s = real source + target tokens / seconds pe
 of `--passes`) and greedy / beam-5 decoding of the decode batches (words/s). Prints the medians
 over rounds and B / A ratios (> 1: B is faster), with the spread over rounds.
 
+`--malloc` chooses glibc's malloc settings in both processes: `as_train` (default) applies
+`s2s_jax.host_memory.keep_freed_memory` in a version that has it, as its train.py does, so the
+ratio is what a user of train.py sees; `tuned` applies the same settings to both, so the ratio
+is the code changes alone; `default` applies none.
+
 Workloads: `g2p` (`g2p_workload.py`: configs/g2p.py on real CMUdict batches; decoding with
 weights trained for `--decode_train_steps` steps, so outputs end where a trained model's do) and
 `reference` (`workload.py`: vocabulary 8000, hidden 512, one batch of 64 x 30).
@@ -64,13 +69,14 @@ def worker(args) -> dict:
   import numpy as np
 
   import s2s_jax
-  from s2s_jax import ModelConfig, inference, training
   tree = os.path.dirname(os.path.dirname(os.path.abspath(s2s_jax.__file__)))
   if tree != os.path.abspath(args.tree):
     raise SystemExit(f"imported s2s_jax from {tree}, not from the tree under test {args.tree}")
+  result = {"keep_freed_memory": _malloc(args)}  # before the first computation
+
+  from s2s_jax import ModelConfig, inference, training
   batches, decode_batches, model_kwargs, smoothing, clip = _workload(args.workload)
   batches = [jax.device_put(b) for b in batches]
-  result = {}
   if "train" in args.only:
     _, state = _train_state(model_kwargs, batches[0], clip)
     step = jax.jit(functools.partial(training.train_step, label_smoothing=smoothing),
@@ -118,6 +124,22 @@ def worker(args) -> dict:
       words = sum(len(src) for src in decode_batches)
       result[f"{mode}_words_per_second"] = words / min(times)
   return result
+
+
+def _malloc(args) -> bool:
+  """Applies `host_memory.keep_freed_memory` as `--malloc` says; whether it was applied."""
+  if args.malloc == "default":
+    return False
+  try:
+    from s2s_jax import host_memory
+  except ImportError:  # a version from before it existed
+    if args.malloc == "tuned":
+      import ctypes
+      libc = ctypes.CDLL("libc.so.6")
+      return all(libc.mallopt(p, v) == 1 for p, v in
+                 ((-8, 1), (-3, 1 << 30), (-1, 1 << 30), (-2, 256 << 20)))
+    return False
+  return host_memory.keep_freed_memory()
 
 
 def _flatten(tree, prefix=""):
@@ -174,7 +196,7 @@ def _run(tree: str, args, mode: str, extra: list[str]) -> dict:
          "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
   cmd = [sys.executable, os.path.abspath(__file__), f"--{mode}", "--workload", args.workload,
          "--passes", str(args.passes), "--decode_train_steps", str(args.decode_train_steps),
-         "--tree", tree, "--only", *args.only, *extra]
+         "--tree", tree, "--malloc", args.malloc, "--only", *args.only, *extra]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
   lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
   if proc.returncode or not lines:
@@ -192,6 +214,10 @@ def main() -> None:
   parser.add_argument("--only", nargs="+", choices=("train", "greedy", "beam5"),
                       default=["train", "greedy", "beam5"])
   parser.add_argument("--decode_train_steps", type=int, default=300)
+  parser.add_argument("--malloc", choices=("as_train", "default", "tuned"), default="as_train",
+                      help="glibc malloc settings of both processes: as each version's train.py "
+                      "runs (host_memory.keep_freed_memory where the version has it), glibc's "
+                      "defaults, or the tuned settings for both (the code changes alone)")
   parser.add_argument("--out", default=None, help="write the per-round results as JSON here")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
@@ -225,8 +251,10 @@ def main() -> None:
                                   if k.endswith("per_second")) for label in ("A", "B")),
             file=sys.stderr, flush=True)
   keys = [k for k in rounds[0]["A"] if k.endswith("per_second")]
+  tuned = {label: rounds[0][label]["keep_freed_memory"] for label in ("A", "B")}
   print(f"\nA = {args.base}, B = {args.head}; workload {args.workload}; {args.rounds} rounds "
-        f"(alternating order), best of {args.passes} passes per process\n")
+        f"(alternating order), best of {args.passes} passes per process; malloc {args.malloc} "
+        f"(keep_freed_memory applied: A {tuned['A']}, B {tuned['B']})\n")
   print("| measurement | A (median) | B (median) | B / A (median) | B / A per round (min-max) |")
   print("|---|---|---|---|---|")
   for key in keys:

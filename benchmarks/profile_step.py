@@ -3,13 +3,14 @@
   python benchmarks/profile_step.py [--shape 256x8] [--steps 10] [--kernels 12]
 
 Compiles s2s_jax's train step (`training.train_step`, the configs/g2p.py model, label smoothing
-and dropout on) for one batch shape of the g2p workload (`g2p_workload.py`), runs it under
-`jax.profiler`, and attributes every executed kernel to a part of the model through the
-compiled HLO: each kernel's op name says whether it belongs to the forward pass (`jvp`) or the
-backward pass (`transpose`), to `Seq2Seq.encode` or `Seq2Seq.decode`, and whether it runs inside
-a loop body (`while/body`). Prints wall time per step, kernel time per part, and the decoder
-loops' kernels (what each computes, calls and time per step). Kernel times overlap when XLA runs
-independent kernels on both cores, so the parts add up to more than the wall time.
+and dropout on, malloc set as train.py sets it) for one batch shape of the g2p workload
+(`g2p_workload.py`), runs it under `jax.profiler`, and attributes every executed kernel to a
+part of the model through the compiled HLO: each kernel's op name says whether it belongs to the
+forward pass (`jvp`) or the backward pass (`transpose`), to `Seq2Seq.encode` or
+`Seq2Seq.decode`, and whether it runs inside a loop body (`while/body`). Prints wall time per
+step, kernel time per part, and the decoder loops' kernels (what each computes, calls and time
+per step). Kernel times overlap when XLA runs independent kernels on both cores, so the parts
+add up to more than the wall time.
 """
 
 from __future__ import annotations
@@ -138,8 +139,13 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--kernels", type=int, default=14, help="decoder-loop kernels listed")
   parser.add_argument("--json", default=None, help="also write the breakdown here")
+  parser.add_argument("--default_malloc", action="store_true",
+                      help="leave glibc's malloc settings (train.py applies keep_freed_memory)")
   args = parser.parse_args()
 
+  from s2s_jax import host_memory
+  if not args.default_malloc:
+    host_memory.keep_freed_memory()  # as train.py does, before the first computation
   import jax
   import numpy as np
 

@@ -93,8 +93,10 @@ class TorchG2P(nn.Module):
 
 def loss(model: TorchG2P, batch: dict[str, np.ndarray], label_smoothing: float) -> torch.Tensor:
   """s2s_jax's per-token loss: (1 - eps) on the gold token, eps / (V - 1) on each other one."""
-  logits = model(torch.from_numpy(batch["src"]).long(), torch.from_numpy(batch["tgt_in"]).long())
-  target = torch.from_numpy(batch["tgt_out"]).long()
+  device = next(model.parameters()).device
+  src, tgt_in, target = (torch.from_numpy(batch[k]).long().to(device)
+                         for k in ("src", "tgt_in", "tgt_out"))
+  logits = model(src, tgt_in)
   logp = torch.log_softmax(logits, -1)
   gold = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
   others = logp.sum(-1) - gold
@@ -123,10 +125,10 @@ def make_train_step(model: TorchG2P, learning_rate: float, clip_norm: float,
 def greedy(model: TorchG2P, src_BS: torch.Tensor, max_length: int) -> torch.Tensor:
   memory, keys, mask, state = model.encode(src_BS)
   B = src_BS.shape[0]
-  token = torch.full((B,), BOS, dtype=torch.long)
+  token = torch.full((B,), BOS, dtype=torch.long, device=src_BS.device)
   feed = memory.new_zeros(B, model.H)
-  done = torch.zeros(B, dtype=torch.bool)
-  out = torch.full((B, max_length), PAD, dtype=torch.long)
+  done = torch.zeros(B, dtype=torch.bool, device=src_BS.device)
+  out = torch.full((B, max_length), PAD, dtype=torch.long, device=src_BS.device)
   for t in range(max_length):
     feed, state = model.step(model.tgt_embedding(token), state, feed, memory, keys, mask)
     token = torch.where(done, PAD, model.output(feed).argmax(-1))
@@ -148,13 +150,14 @@ def beam_search(model: TorchG2P, src_BS: torch.Tensor, beam_size: int, max_lengt
   memory, keys, mask = (x.repeat_interleave(K, 0) for x in (memory, keys, mask))
   state = (h.repeat_interleave(K, 0), c.repeat_interleave(K, 0))
   feed = memory.new_zeros(B * K, model.H)
-  alive = torch.full((B, K), float("-inf"))
+  alive = torch.full((B, K), float("-inf"), device=src_BS.device)
   alive[:, 0] = 0.0
-  seqs = torch.full((B, K, max_length), PAD, dtype=torch.long)
-  token = torch.full((B * K,), BOS, dtype=torch.long)
-  best_score = torch.full((B,), float("-inf"))
-  best_seq = torch.full((B, max_length), PAD, dtype=torch.long)
-  rows = torch.arange(B)[:, None]
+  seqs = torch.full((B, K, max_length), PAD, dtype=torch.long, device=src_BS.device)
+  token = torch.full((B * K,), BOS, dtype=torch.long, device=src_BS.device)
+  best_score = torch.full((B,), float("-inf"), device=src_BS.device)
+  best_seq = torch.full((B, max_length), PAD, dtype=torch.long, device=src_BS.device)
+  rows = torch.arange(B, device=src_BS.device)[:, None]
+  neg_inf = torch.tensor(float("-inf"), device=src_BS.device)
   for t in range(max_length):
     feed, state = model.step(model.tgt_embedding(token), state, feed, memory, keys, mask)
     logits = model.output(feed)
@@ -163,17 +166,17 @@ def beam_search(model: TorchG2P, src_BS: torch.Tensor, beam_size: int, max_lengt
     top, index = torch.topk(cand, 2 * K, dim=-1)
     parent, tok = index // V, index % V
     ends = (tok == EOS) | (t == max_length - 1)
-    finished = torch.where(ends, top, torch.tensor(float("-inf")))
+    finished = torch.where(ends, top, neg_inf)
     f_score, f_pos = finished.max(-1)
     better = f_score > best_score
     new_seq = seqs[rows, parent].clone()
     new_seq[:, :, t] = tok
-    best_seq = torch.where(better[:, None], new_seq[torch.arange(B), f_pos], best_seq)
+    best_seq = torch.where(better[:, None], new_seq[rows[:, 0], f_pos], best_seq)
     best_score = torch.maximum(best_score, f_score)
-    alive, pick = torch.topk(torch.where(ends, torch.tensor(float("-inf")), top), K, dim=-1)
+    alive, pick = torch.topk(torch.where(ends, neg_inf, top), K, dim=-1)
     seqs = new_seq[rows, pick]
     token = tok[rows, pick].reshape(B * K)
-    order = (torch.arange(B)[:, None] * K + parent[rows, pick]).reshape(B * K)
+    order = (rows * K + parent[rows, pick]).reshape(B * K)
     state, feed = (state[0][order], state[1][order]), feed[order]
     if bool((alive.max(-1).values <= best_score).all()):
       break

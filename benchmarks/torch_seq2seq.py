@@ -14,14 +14,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class TorchSeq2Seq(nn.Module):
-  def __init__(self):
+  def __init__(self, hidden: int = w.HIDDEN):
     super().__init__()
     self.src_embedding = nn.Embedding(w.VOCAB, w.EMBED)
     self.tgt_embedding = nn.Embedding(w.VOCAB, w.EMBED)
-    self.encoder = nn.LSTM(w.EMBED, w.HIDDEN, w.LAYERS, batch_first=True)
-    self.decoder = nn.LSTM(w.EMBED, w.HIDDEN, w.LAYERS, batch_first=True)
-    self.readout = nn.Linear(2 * w.HIDDEN, w.HIDDEN)
-    self.output = nn.Linear(w.HIDDEN, w.VOCAB)
+    self.encoder = nn.LSTM(w.EMBED, hidden, w.LAYERS, batch_first=True)
+    self.decoder = nn.LSTM(w.EMBED, hidden, w.LAYERS, batch_first=True)
+    self.readout = nn.Linear(2 * hidden, hidden)
+    self.output = nn.Linear(hidden, w.VOCAB)
 
   def load_flat(self, flat: dict[str, np.ndarray]) -> None:
     """Copies s2s_jax-layout weights (see workload.py) in; PyTorch's second LSTM bias is 0."""
@@ -64,8 +64,10 @@ class TorchSeq2Seq(nn.Module):
 
 
 def loss(model: TorchSeq2Seq, batch: dict[str, np.ndarray]) -> torch.Tensor:
-  logits = model(torch.from_numpy(batch["src"]).long(), torch.from_numpy(batch["tgt_in"]).long())
-  target = torch.from_numpy(batch["tgt_out"]).long()
+  device = next(model.parameters()).device
+  src, tgt_in, target = (torch.from_numpy(batch[k]).long().to(device)
+                         for k in ("src", "tgt_in", "tgt_out"))
+  logits = model(src, tgt_in)
   total = nn.functional.cross_entropy(logits.reshape(-1, w.VOCAB), target.reshape(-1),
                                       ignore_index=w.PAD, reduction="sum")
   return total / (target != w.PAD).sum()
@@ -87,9 +89,9 @@ def make_train_step(model: TorchSeq2Seq):
 def greedy(model: TorchSeq2Seq, src_BS: torch.Tensor, max_length: int) -> torch.Tensor:
   memory, state, mask = model.encode(src_BS)
   B = src_BS.shape[0]
-  token = torch.full((B,), w.BOS, dtype=torch.long)
-  done = torch.zeros(B, dtype=torch.bool)
-  out = torch.full((B, max_length), w.PAD, dtype=torch.long)
+  token = torch.full((B,), w.BOS, dtype=torch.long, device=src_BS.device)
+  done = torch.zeros(B, dtype=torch.bool, device=src_BS.device)
+  out = torch.full((B, max_length), w.PAD, dtype=torch.long, device=src_BS.device)
   for t in range(max_length):
     logits, state = model.step(token, state, memory, mask)
     token = torch.where(done, w.PAD, logits.argmax(-1))
@@ -111,13 +113,14 @@ def beam_search(model: TorchSeq2Seq, src_BS: torch.Tensor, beam_size: int, max_l
   memory = memory.repeat_interleave(K, 0)
   mask = mask.repeat_interleave(K, 0)
   state = (h.repeat_interleave(K, 1), c.repeat_interleave(K, 1))
-  alive = torch.full((B, K), float("-inf"))
+  alive = torch.full((B, K), float("-inf"), device=src_BS.device)
   alive[:, 0] = 0.0
-  seqs = torch.full((B, K, max_length), w.PAD, dtype=torch.long)
-  token = torch.full((B * K,), w.BOS, dtype=torch.long)
-  best_score = torch.full((B,), float("-inf"))
-  best_seq = torch.full((B, max_length), w.PAD, dtype=torch.long)
-  rows = torch.arange(B)[:, None]
+  seqs = torch.full((B, K, max_length), w.PAD, dtype=torch.long, device=src_BS.device)
+  token = torch.full((B * K,), w.BOS, dtype=torch.long, device=src_BS.device)
+  best_score = torch.full((B,), float("-inf"), device=src_BS.device)
+  best_seq = torch.full((B, max_length), w.PAD, dtype=torch.long, device=src_BS.device)
+  rows = torch.arange(B, device=src_BS.device)[:, None]
+  neg_inf = torch.tensor(float("-inf"), device=src_BS.device)
   for t in range(max_length):
     logits, state = model.step(token, state, memory, mask)
     V = logits.shape[-1]
@@ -125,17 +128,17 @@ def beam_search(model: TorchSeq2Seq, src_BS: torch.Tensor, beam_size: int, max_l
     top, index = torch.topk(cand, 2 * K, dim=-1)
     parent, tok = index // V, index % V
     ends = (tok == w.EOS) | (t == max_length - 1)
-    finished = torch.where(ends, top, torch.tensor(float("-inf")))
+    finished = torch.where(ends, top, neg_inf)
     f_score, f_pos = finished.max(-1)
     better = f_score > best_score
     new_seq = seqs[rows, parent].clone()
     new_seq[:, :, t] = tok
-    best_seq = torch.where(better[:, None], new_seq[torch.arange(B), f_pos], best_seq)
+    best_seq = torch.where(better[:, None], new_seq[rows[:, 0], f_pos], best_seq)
     best_score = torch.maximum(best_score, f_score)
-    alive, pick = torch.topk(torch.where(ends, torch.tensor(float("-inf")), top), K, dim=-1)
+    alive, pick = torch.topk(torch.where(ends, neg_inf, top), K, dim=-1)
     seqs = new_seq[rows, pick]
     token = tok[rows, pick].reshape(B * K)
-    order = (torch.arange(B)[:, None] * K + parent[rows, pick]).reshape(B * K)
+    order = (rows * K + parent[rows, pick]).reshape(B * K)
     state = (state[0][:, order], state[1][:, order])
     if bool((alive.max(-1).values <= best_score).all()):
       break

@@ -25,18 +25,18 @@ LEARNING_RATE = 1e-3
 PAD, BOS, EOS = 0, 1, 2
 
 
-def model_config_kwargs() -> dict:
-  """`s2s_jax.ModelConfig` arguments of the reference model."""
-  return dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_size=EMBED, hidden_size=HIDDEN,
+def model_config_kwargs(hidden: int = HIDDEN) -> dict:
+  """`s2s_jax.ModelConfig` arguments of the reference model (`hidden` for its large variant)."""
+  return dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_size=EMBED, hidden_size=hidden,
               encoder_layers=LAYERS, decoder_layers=LAYERS, bidirectional=False,
               attention="luong", attention_score="dot", input_feeding=False, dropout=0.0)
 
 
-def make_batch(seed: int = 0) -> dict[str, np.ndarray]:
+def make_batch(seed: int = 0, batch_size: int = BATCH) -> dict[str, np.ndarray]:
   """src [B, S], tgt_in / tgt_out [B, T] int32: lengths uniform in 18..30 (~20% padding)."""
   rng = np.random.default_rng(seed)
-  batch = {k: np.zeros((BATCH, LENGTH), np.int32) for k in ("src", "tgt_in", "tgt_out")}
-  for row in range(BATCH):
+  batch = {k: np.zeros((batch_size, LENGTH), np.int32) for k in ("src", "tgt_in", "tgt_out")}
+  for row in range(batch_size):
     n_src, n_tgt = rng.integers(18, LENGTH + 1, 2)
     batch["src"][row, :n_src - 1] = rng.integers(4, VOCAB, n_src - 1)
     batch["src"][row, n_src - 1] = EOS

@@ -8,14 +8,8 @@
   batches = Pipeline(data, BatchingConfig(max_tokens=4096), shuffle=True, seed=0).iterator()
 """
 
-from s2s_jax.data.datasets import Dataset, TextPairs, open_dataset
-from s2s_jax.data.pipeline import (
-    Batch,
-    BatchingConfig,
-    Pipeline,
-    PipelineStats,
-    TokenizedSplit,
-)
+import importlib
+
 from s2s_jax.data.textfiles import InputError
 from s2s_jax.data.tokenizers import (
     SentencePieceTokenizer,
@@ -31,3 +25,16 @@ __all__ = [
     "SentencePieceTokenizer", "TextPairs", "TokenizedSplit", "Tokenizer", "TokenizerSpec",
     "VocabTokenizer", "get_or_train_tokenizers", "load_tokenizers", "open_dataset",
 ]
+
+# tensorflow_datasets and grain are imported on first use of what needs them, so that decoding,
+# and the model and train-step code that imports this package, run where they are not installed
+# (the benchmarks' GPU image) and start without their import time.
+_LAZY = {name: "datasets" for name in ("Dataset", "TextPairs", "open_dataset")} | {
+    name: "pipeline" for name in ("Batch", "BatchingConfig", "Pipeline", "PipelineStats",
+                                  "TokenizedSplit")}
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    return getattr(importlib.import_module(f"s2s_jax.data.{_LAZY[name]}"), name)
+  raise AttributeError(f"module 's2s_jax.data' has no attribute {name!r}")
