@@ -83,8 +83,11 @@ def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters():
     state, _ = fn(state, parallel.split_for_pmap(batch), rng)
   results["pmap, 8 devices"] = jax.device_get(parallel.unreplicate(state.params))
   reference = results.pop("one device")
+  # Sharding changes the order of the batch sums, so gradients differ by float rounding; Adam's
+  # m / (sqrt(v) + 1e-8) turns that into up to ~5e-7 on parameters whose gradient is near zero
+  # (a sum taken wrong would move them by ~lr = 1e-2).
   for name, params in results.items():
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7, err_msg=name),
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=2e-6, err_msg=name),
                  params, reference)
 
 
@@ -97,8 +100,7 @@ def _train_cmd(workdir, data_dir, copy_dict, num_steps):
 def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(copy_dict, tiny_run,
                                                                              tmp_path):
   # The uninterrupted reference is the session's tiny run: same config, 40 steps, 8 devices.
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # conftest's XLA_FLAGS: 8 devices, as tiny_run
   cmd = _train_cmd(tmp_path / "killed", tmp_path / "tfds", copy_dict, num_steps=40)
   killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = tmp_path / "killed" / "checkpoints" / "last" / "20"
