@@ -123,6 +123,11 @@ def worker(args) -> dict:
         times.append(time.perf_counter() - start)
       words = sum(len(src) for src in decode_batches)
       result[f"{mode}_words_per_second"] = words / min(times)
+  strays = sorted(name for name, module in sys.modules.items()
+                  if name.startswith("s2s_jax") and getattr(module, "__file__", None)
+                  and not os.path.abspath(module.__file__).startswith(os.path.abspath(tree)))
+  if strays:
+    raise SystemExit(f"modules imported from outside the tree under test {tree}: {strays}")
   return result
 
 
@@ -130,9 +135,11 @@ def _malloc(args) -> bool:
   """Applies `host_memory.keep_freed_memory` as `--malloc` says; whether it was applied."""
   if args.malloc == "default":
     return False
-  try:
+  # Look in the tree itself: with s2s_jax installed editable, a module the tree lacks would
+  # still import, from the installed checkout.
+  if os.path.exists(os.path.join(args.tree, "s2s_jax", "host_memory.py")):
     from s2s_jax import host_memory
-  except ImportError:  # a version from before it existed
+  else:  # a version from before it existed
     if args.malloc == "tuned":
       import ctypes
       libc = ctypes.CDLL("libc.so.6")

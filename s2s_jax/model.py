@@ -23,9 +23,7 @@ The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
   Two drivers run that step: `decode_step` (one step, for search) and the teacher-forced `decode`.
   When the recurrence does not pass through attention (attention='none', or Luong without input
   feeding) `decode` runs the same cells layer by layer with hoisted input projections and then
-  attends for all T steps in one batched product. LSTM decoders with Luong input feeding run
-  `feeding_decoder.feeding_decoder` (the step unrolled over time with a hand-written backward
-  pass); the remaining recurrent-attention decoders scan `_decoder_step` over time.
+  attends for all T steps in one batched product; otherwise it scans `_decoder_step` over time.
 
 Token ids 0 pad, 1 bos, 2 eos, 3 unk are fixed (`special_ids`). Source padding must be trailing:
 the source mask is `src != PAD_ID`.
@@ -44,7 +42,6 @@ import jax.numpy as jnp
 
 from s2s_jax import attention as attn
 from s2s_jax import rnn
-from s2s_jax.feeding_decoder import FeedingWeights, feeding_decoder
 from s2s_jax.special_ids import NUM_SPECIAL_IDS, PAD_ID
 
 ATTENTION_TYPES = ("none", "bahdanau", "luong")
@@ -380,57 +377,6 @@ def _decoder_step(
   return DecoderCarry(rnn=states, feed_BR=feed_BR), r_BR, weights_BS
 
 
-def uses_feeding_decoder(cfg: ModelConfig) -> bool:
-  """Whether teacher forcing runs `feeding_decoder` (LSTM cells, Luong attention with input
-  feeding) rather than a scan of `_decoder_step`: same math, hand-written backward pass."""
-  return cfg.cell == "lstm" and cfg.attention == "luong" and cfg.input_feeding
-
-
-def _decode_steps(p, cfg: ModelConfig, enc: Encoded, emb_BTE: jax.Array,
-                  rng: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-  """Teacher forcing as a scan of `_decoder_step` (autodiff backward): `(r_BTR, weights_BTS)`."""
-  def body(carry, inputs):
-    t, emb_BE = inputs
-    step_rng = None if rng is None else jax.random.fold_in(rng, t)
-    carry, r_BR, w_BS = _decoder_step(p, cfg, enc, carry, emb_BE, step_rng)
-    return carry, (r_BR, w_BS)
-
-  _, (r_TBR, w_TBS) = jax.lax.scan(body, enc.initial_carry,
-                                   (jnp.arange(emb_BTE.shape[1]), emb_BTE.swapaxes(0, 1)),
-                                   unroll=cfg.scan_unroll)
-  return r_TBR.swapaxes(0, 1), w_TBS.swapaxes(0, 1)
-
-
-def _decode_feeding(p, cfg: ModelConfig, enc: Encoded, emb_BTE: jax.Array,
-                    rng: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-  """Teacher forcing through `feeding_decoder`: `(r_BTR, weights_BTS)`, the same values as
-  `_decode_steps` (dropout masks included: drawn from the same per-step keys)."""
-  dtype = cfg.compute_dtype
-  B, T, E = emb_BTE.shape
-  layers = [p["decoder"][f"layer_{l}"] for l in range(cfg.decoder_layers)]
-  W_i0 = layers[0]["W_i"]  # rows: [embedding; fed readout]
-  xe_TBG = rnn.project_inputs({"W_i": W_i0[:E], "b_i": layers[0]["b_i"]},
-                              emb_BTE.swapaxes(0, 1), dtype)
-  weights = FeedingWeights(
-      W0_XG=jnp.concatenate([W_i0[E:], layers[0]["W_h"]], axis=0),
-      upper=tuple((jnp.concatenate([lp["W_i"], lp["W_h"]], axis=0), lp["b_i"])
-                  for lp in layers[1:]),
-      W_r=p["readout"]["W"], b_r=p["readout"]["b"])
-  keep = None
-  if rng is not None and cfg.dropout > 0 and cfg.decoder_layers > 1:
-    # The masks `rnn.stack_step` would draw at step t from fold_in(rng, t), all T at once.
-    def step_masks(t):
-      keys = jax.random.split(jax.random.fold_in(rng, t), cfg.decoder_layers)
-      return tuple(jax.random.bernoulli(keys[l], 1.0 - cfg.dropout, (B, cfg.hidden_size))
-                   for l in range(1, cfg.decoder_layers))
-    keep = jax.vmap(step_masks)(jnp.arange(T))
-  carry = enc.initial_carry
-  r_TBR, w_TBS = feeding_decoder(weights, xe_TBG, enc.keys_BSA, enc.memory_BSD, enc.mask_BS,
-                                 carry.rnn, carry.feed_BR, keep, cfg.dropout, cfg.residual,
-                                 dtype, cfg.scan_unroll)
-  return r_TBR.swapaxes(0, 1), w_TBS.swapaxes(0, 1)
-
-
 def decode(
     p: Mapping[str, Any],
     cfg: ModelConfig,
@@ -447,8 +393,16 @@ def decode(
   rng_emb, rng_rnn, rng_out = _split_rng(rng, 3)
   emb_BTE = rnn.dropout(rng_emb, _embed(_tgt_embedding(p, cfg), tgt_in_BT, dtype), cfg.dropout)
   if cfg.recurrent_attention:
-    drive = _decode_feeding if uses_feeding_decoder(cfg) else _decode_steps
-    r_BTR, w_BTS = drive(p, cfg, enc, emb_BTE, rng_rnn)
+    def body(carry, inputs):
+      t, emb_BE = inputs
+      step_rng = None if rng_rnn is None else jax.random.fold_in(rng_rnn, t)
+      carry, r_BR, w_BS = _decoder_step(p, cfg, enc, carry, emb_BE, step_rng)
+      return carry, (r_BR, w_BS)
+
+    _, (r_TBR, w_TBS) = jax.lax.scan(body, enc.initial_carry,
+                                     (jnp.arange(T), emb_BTE.swapaxes(0, 1)),
+                                     unroll=cfg.scan_unroll)
+    r_BTR, w_BTS = r_TBR.swapaxes(0, 1), w_TBS.swapaxes(0, 1)
   else:
     # The recurrence does not read attention: run the cells with hoisted input projections,
     # then attend for all steps in one batched product.

@@ -90,53 +90,6 @@ def test_teacher_forced_decode_equals_loop_of_decode_steps(variant):
     np.testing.assert_allclose(weights, jnp.stack(step_weights, 1), rtol=RTOL, atol=ATOL)
 
 
-FEEDING = {
-    "1-layer": dict(),
-    "2-layer-residual-dropout": dict(decoder_layers=2, residual=True, dropout=0.3),
-    "3-layer-dot-tied-dropout": dict(decoder_layers=3, dropout=0.2, tie_embeddings=True,
-                                     attention_score="dot", bidirectional=False),
-    "bfloat16": dict(dtype="bfloat16"),
-}
-
-
-@pytest.mark.parametrize("variant", FEEDING)
-def test_feeding_decoder_backward_equals_autodiff_of_the_step_scan(variant):
-  """`feeding_decoder`'s hand-written VJP against autodiff of a scan of `_decoder_step`: the same
-  readouts and attention weights, and the same gradients for every parameter (encoder included,
-  through keys, memory and the bridge), with dropout between decoder layers drawn alike."""
-  kw = dict(embed_size=6, hidden_size=8, encoder_layers=1, decoder_layers=1, attention="luong",
-            input_feeding=True)
-  model, variables = make(**{**kw, **FEEDING[variant]})
-  cfg, params = model.config, variables["params"]
-  assert model_lib.uses_feeding_decoder(cfg)
-  src, tgt_in = toy_batch()
-  rng = jax.random.key(3) if cfg.dropout else None
-  r = np.random.default_rng(0)
-  w_r = jnp.asarray(r.normal(size=(3, 5, cfg.readout_size)), jnp.float32)
-  w_a = jnp.asarray(r.normal(size=(3, 5, 7)), jnp.float32)
-
-  def loss(p, drive):
-    enc = model_lib.encode(p, cfg, src)
-    emb = model_lib._embed(model_lib._tgt_embedding(p, cfg), tgt_in, cfg.compute_dtype)
-    r_BTR, w_BTS = drive(p, cfg, enc, emb, rng)
-    return jnp.sum(jnp.tanh(r_BTR.astype(jnp.float32)) * w_r) + jnp.sum(w_BTS * w_a), (r_BTR, w_BTS)
-
-  run = lambda drive: jax.jit(jax.value_and_grad(  # noqa: E731
-      lambda p: loss(p, drive), has_aux=True))(params)
-  (got, (r_got, w_got)), g_got = run(model_lib._decode_feeding)
-  (want, (r_want, w_want)), g_want = run(model_lib._decode_steps)
-  bf16 = cfg.dtype == "bfloat16"
-  tol = dict(rtol=2e-2, atol=2e-2) if bf16 else dict(rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(r_got, np.float32), np.asarray(r_want, np.float32), **tol)
-  np.testing.assert_allclose(w_got, w_want, **tol)
-  assert got == pytest.approx(float(want), rel=1e-5)
-  for path, a in jax.tree_util.tree_leaves_with_path(g_got):
-    b = functools.reduce(lambda node, k: node[k.key], path, g_want)
-    scale = float(jnp.max(jnp.abs(b))) or 1.0
-    np.testing.assert_allclose(a, b, atol=(1e-2 if bf16 else 1e-6) * scale, rtol=0,
-                               err_msg=jax.tree_util.keystr(path))
-
-
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if not v.startswith("none")])
 def test_attention_weights_are_zero_on_padding_and_sum_to_one(variant):
   model, variables = make(**VARIANTS[variant])
