@@ -21,6 +21,9 @@ _WORKDIR = flags.DEFINE_list("workdir", None, "A training run's directory; sever
                              "separated, decode as an ensemble (mean of their probabilities).")
 _CHECKPOINT = flags.DEFINE_list("checkpoint", ["best"], "'best', 'last' or a step number: one "
                                 "for every --workdir, or one per --workdir (comma-separated).")
+_AVERAGE_LAST = flags.DEFINE_integer("average_last", 0, "N > 0: decode with the mean of the "
+                                     "parameters of each --workdir's N most recent kept "
+                                     "checkpoints (replaces --checkpoint).")
 _INPUT = flags.DEFINE_string("input", None, "Input text file (default: stdin).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file (default: stdout).")
 _REFERENCE = flags.DEFINE_string("reference", None, "References, line-aligned with the input.")
@@ -85,13 +88,20 @@ def main(argv):
   if len(checkpoints) != len(_WORKDIR.value):
     raise app.UsageError(f"--checkpoint has {len(checkpoints)} values for "
                          f"{len(_WORKDIR.value)} --workdir values; give one, or one per workdir")
+  if _AVERAGE_LAST.value and set(checkpoints) != {"best"}:
+    raise app.UsageError("--average_last replaces --checkpoint; give one or the other")
   if _SPLIT.value and (_INPUT.value or _REFERENCE.value):
     raise app.UsageError("--split replaces --input and --reference; give one or the other")
   import tqdm
 
   from s2s_jax import inference, metrics
   try:
-    models = [inference.load(w, c) for w, c in zip(_WORKDIR.value, checkpoints, strict=True)]
+    models = [inference.load(w, c, average_last=_AVERAGE_LAST.value)
+              for w, c in zip(_WORKDIR.value, checkpoints, strict=True)]
+    for workdir, m in zip(_WORKDIR.value, models, strict=True):
+      if m.averaged_steps:
+        print(f"decode.py: {workdir}: the mean of checkpoint steps {list(m.averaged_steps)}",
+              file=sys.stderr)
     model = models[0] if len(models) == 1 else inference.ensemble(models)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"decode.py: error: {e}")

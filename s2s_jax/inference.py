@@ -199,16 +199,20 @@ class Model:
     model_config: the frozen `ModelConfig`; for an ensemble (`ensemble`), one per member.
     params: the parameters (a pytree of arrays); for an ensemble, a tuple of them.
     source_tokenizer, target_tokenizer: the run's tokenizers.
-    step: the checkpoint's training step (None when built in memory or for an ensemble).
+    step: the checkpoint's training step (None when built in memory or for an ensemble); for
+      averaged parameters, the latest of the steps averaged.
+    averaged_steps: the checkpoint steps whose parameters were averaged
+      (`load(..., average_last=N)`), else ().
   """
 
   def __init__(self, model_config: ModelConfigs, params: Any,
                source_tokenizer: tokenizers_lib.Tokenizer,
                target_tokenizer: tokenizers_lib.Tokenizer, *, config: dict | None = None,
-               step: int | None = None):
+               step: int | None = None, averaged_steps: Sequence[int] = ()):
     self.model_config, self.params = model_config, params
     self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
     self.config, self.step = config or {}, step
+    self.averaged_steps = tuple(averaged_steps)
 
   @property
   def is_ensemble(self) -> bool:
@@ -387,17 +391,21 @@ def _same_vocabulary(a: tokenizers_lib.Tokenizer, b: tokenizers_lib.Tokenizer) -
 # ----------------------------------------------------------------------------- loading
 
 
-def load(workdir: str, checkpoint: str | int = "best") -> Model:
+def load(workdir: str, checkpoint: str | int = "best", *, average_last: int = 0) -> Model:
   """The model trained in `workdir` (by train.py): its config, tokenizers and parameters.
 
   Args:
     workdir: a training run's directory (config.json, tokenizers/, checkpoints/).
     checkpoint: 'best' (the best validation step; the latest step when the run never
       evaluated), 'last' (the latest step), or a step number.
+    average_last: N > 0 loads the elementwise mean of the parameters of the N most recent
+      checkpoints the run kept (under checkpoints/last and checkpoints/best) instead of one
+      checkpoint; `Model.averaged_steps` names them.
 
   Raises:
     FileNotFoundError: `workdir` is not a finished-enough run (names what is missing).
-    ValueError: the checkpoint asked for does not exist (lists those that do).
+    ValueError: the checkpoint asked for does not exist (lists those that do); fewer than
+      `average_last` checkpoints are kept.
   """
   workdir = os.path.abspath(workdir)
   config_path = os.path.join(workdir, "config.json")
@@ -415,12 +423,65 @@ def load(workdir: str, checkpoint: str | int = "best") -> Model:
   model_config = model_lib.ModelConfig.from_dict({
       **config["model"], "src_vocab_size": src_tok.vocab_size,
       "tgt_vocab_size": tgt_tok.vocab_size})
-  step, params = _restore_params(os.path.join(workdir, "checkpoints"), checkpoint)
+  directory = os.path.join(workdir, "checkpoints")
+  if average_last:
+    if checkpoint != "best":
+      raise ValueError(f"average_last={average_last} replaces checkpoint={checkpoint!r}; give "
+                       "one or the other")
+    steps, params = _average_last(directory, average_last)
+    logging.info("loaded %s: the mean of steps %s", workdir, list(steps))
+    return Model(model_config, params, src_tok, tgt_tok, config=config, step=steps[-1],
+                 averaged_steps=steps)
+  step, params = _restore_params(directory, checkpoint)
   logging.info("loaded %s step %d", workdir, step)
   return Model(model_config, params, src_tok, tgt_tok, config=config, step=step)
 
 
-def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
+def average_params(trees: Sequence[Any], names: Sequence[str]) -> Any:
+  """The elementwise mean of parameter trees of one architecture (summed in float32).
+
+  Raises:
+    ValueError: a tree's parameter names, shapes or dtypes differ from the first one's
+      (checkpoints of different configs); the message names the tree and the parameter.
+  """
+  reference = {jax.tree_util.keystr(path): leaf
+               for path, leaf in jax.tree_util.tree_flatten_with_path(trees[0])[0]}
+  for tree, name in zip(trees[1:], names[1:], strict=True):
+    leaves = {jax.tree_util.keystr(path): leaf
+              for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    if leaves.keys() != reference.keys():
+      differ = sorted(leaves.keys() ^ reference.keys())
+      raise ValueError(f"{name} and {names[0]} have different parameters ({', '.join(differ)}): "
+                       "checkpoints of different configs cannot be averaged")
+    for key, leaf in leaves.items():
+      ref = reference[key]
+      if (leaf.shape, leaf.dtype) != (ref.shape, ref.dtype):
+        raise ValueError(f"parameter {key} is {leaf.dtype}{list(leaf.shape)} in {name} but "
+                         f"{ref.dtype}{list(ref.shape)} in {names[0]}: checkpoints of different "
+                         "configs cannot be averaged")
+  return jax.tree.map(
+      lambda *xs: (sum(x.astype(jnp.float32) for x in xs) / len(xs)).astype(xs[0].dtype),
+      *trees)
+
+
+def _average_last(directory: str, n: int) -> tuple[tuple[int, ...], Any]:
+  if n < 1:
+    raise ValueError(f"average_last={n} must be >= 1")
+  by_step = {}
+  for manager, all_steps in _managers(directory).values():
+    for step in all_steps:
+      by_step.setdefault(step, manager)
+  if len(by_step) < n:
+    raise ValueError(f"average_last={n}: {directory} keeps {len(by_step)} checkpoints (available: "
+                     f"{sorted(by_step)}); ask for fewer, or train with more "
+                     "train.keep_checkpoints")
+  steps = tuple(sorted(by_step)[-n:])
+  trees = [_restore_step(by_step[step], step) for step in steps]
+  return steps, average_params(trees, [f"checkpoint step {step}" for step in steps])
+
+
+def _managers(directory: str) -> dict[str, tuple[ocp.CheckpointManager, list[int]]]:
+  """{'last' / 'best': (its manager, its steps)} for the kinds the run has saved."""
   steps = {}
   for kind in ("last", "best"):
     path = os.path.join(directory, kind)
@@ -428,9 +489,14 @@ def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
       manager = ocp.CheckpointManager(path, item_handlers={
           "state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
       steps[kind] = (manager, manager.all_steps())
-  available = sorted({s for _, all_steps in steps.values() for s in all_steps})
-  if not available:
+  if not any(all_steps for _, all_steps in steps.values()):
     raise FileNotFoundError(f"no checkpoint in {directory}: the run saved none yet")
+  return steps
+
+
+def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
+  steps = _managers(directory)
+  available = sorted({s for _, all_steps in steps.values() for s in all_steps})
   if which == "best" and steps.get("best", (None, []))[1]:
     manager, step = steps["best"][0], max(steps["best"][1])
   elif which in ("best", "last"):
@@ -448,12 +514,16 @@ def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
     if not holders:
       raise ValueError(f"no checkpoint for step {step} in {directory}; available: {available}")
     manager = holders[0]
+  return step, _restore_step(manager, step)
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int) -> Any:
   # Restore onto this process's first device, whatever mesh the run trained on.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         dict(manager.item_metadata(step).state))
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  return step, restored.state["params"]
+  return restored.state["params"]
 
 
 # ----------------------------------------------------------------------------- export

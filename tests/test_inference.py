@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import flax
 import jax
 import numpy as np
 import pytest
@@ -69,6 +70,35 @@ def test_load_reads_the_best_last_and_a_named_checkpoint(model, tiny_run):
     s2s_jax.load(workdir, 7)
   with pytest.raises(ValueError, match="checkpoint='newest' is invalid"):
     s2s_jax.load(workdir, "newest")
+
+
+def test_load_average_last_is_the_mean_of_the_most_recent_checkpoints(tiny_run):
+  workdir = str(tiny_run[0])
+  averaged = s2s_jax.load(workdir, average_last=2)
+  assert averaged.averaged_steps == (30, 40) and averaged.step == 40
+  hand = jax.tree.map(lambda a, b: (np.asarray(a, np.float64) + np.asarray(b, np.float64)) / 2,
+                      s2s_jax.load(workdir, 30).params, s2s_jax.load(workdir, 40).params)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
+               averaged.params, hand)
+  assert s2s_jax.load(workdir, average_last=1).params.keys() == averaged.params.keys()
+  with pytest.raises(ValueError, match=r"average_last=9: .* keeps \d checkpoints \(available: "
+                                       r"\[.*30, 40\]\)"):
+    s2s_jax.load(workdir, average_last=9)
+  with pytest.raises(ValueError, match="replaces checkpoint='last'"):
+    s2s_jax.load(workdir, "last", average_last=2)
+
+
+def test_averaging_refuses_parameters_of_a_different_config(model):
+  flat = flax.traverse_util.flatten_dict(model.params)
+  name = sorted(flat)[0]
+  wider = flax.traverse_util.unflatten_dict(
+      {**flat, name: np.zeros((*flat[name].shape[:-1], flat[name].shape[-1] + 1), np.float32)})
+  with pytest.raises(ValueError, match=rf"parameter .*{name[-1]}.* in run B but .* in run A: "
+                                       "checkpoints of different configs cannot be averaged"):
+    inference.average_params([model.params, wider], ["run A", "run B"])
+  fewer = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if k != name})
+  with pytest.raises(ValueError, match="run B and run A have different parameters"):
+    inference.average_params([model.params, fewer], ["run A", "run B"])
 
 
 def test_load_names_what_is_missing(tiny_run, tmp_path):
@@ -258,6 +288,12 @@ def test_decode_cli_takes_one_checkpoint_per_ensemble_member(tiny_run):
   rows = [line.split("\t") for line in run.stdout.splitlines()]
   assert [r[3] for r in rows] == [text for text, _ in expected]
   assert [float(r[2]) for r in rows] == pytest.approx([score for _, score in expected], abs=1e-3)
+  averaged = _decode_cli(f"--workdir={run_dir}", "--average_last=2", "--beam_size=1",
+                         stdin="\n".join(words) + "\n")
+  assert averaged.returncode == 0, averaged.stderr
+  assert "the mean of checkpoint steps [30, 40]" in averaged.stderr
+  mean = s2s_jax.load(run_dir, average_last=2)
+  assert averaged.stdout.splitlines() == [r.text for r in mean.decode(words, beam_size=1)]
   mismatch = _decode_cli(f"--workdir={run_dir},{run_dir}", "--checkpoint=30,40,best",
                          stdin="abc\n")
   assert mismatch.returncode != 0
