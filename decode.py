@@ -47,8 +47,9 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Sentences per compiled batch.")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    "keep_freed_memory", True, "Tune glibc malloc so the CPU backend reuses freed buffers "
-    "(s2s_jax/host_memory.py).")
+    "keep_freed_memory", False, "Tune glibc malloc so the CPU backend reuses freed buffers "
+    "(s2s_jax/host_memory.py). Off by default here: it speeds up training steps, but decoding "
+    "measured no faster with it (docs/speed.md).")
 _CHUNK = 4096  # lines read, decoded and written at a time
 
 

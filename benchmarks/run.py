@@ -22,7 +22,7 @@ of the timed steps (min and max kept). Writes benchmarks/results/<date>-<host>.j
 CPU model, core count and library versions) and prints a Markdown table of ratios per workload.
 
 On the g2p workload every process runs with `host_memory.keep_freed_memory()` applied first, as
-train.py and decode.py run (PyTorch's CPU allocator goes through the same glibc malloc, so both
+train.py runs (PyTorch's CPU allocator goes through the same glibc malloc, so both
 peers get the same setting). Its train step is timed over passes through all the stored batches
 (each shape compiled and run once before timing); decoding uses weights trained for a few hundred
 steps in the setup, so outputs end where a trained model's do, and s2s_jax and PyTorch decode the

@@ -4,15 +4,16 @@ XLA:CPU allocates a compiled step's temporary buffers (scan stacks, gradients, m
 malloc on every call and frees them at its end. glibc serves blocks above its mmap threshold with
 fresh `mmap`s and gives freed memory back to the system, so every step touches tens of megabytes
 of new pages: on the default G2P train step that was ~24,000 page faults per step and kernels that
-ran 1.2-1.5x slower than on reused memory (benchmarks/README and the speed section of README.md
-have the measurements). `keep_freed_memory` sets glibc's malloc to serve large blocks from its heap,
-never trim it, and use one arena for all threads, so freed buffers are reused and page faults
-stop (0 per step measured).
+ran 1.2-1.5x slower than on reused memory (docs/speed.md has the measurements).
+`keep_freed_memory` sets glibc's malloc to serve large blocks from its heap, never trim it, and
+use one arena for all threads, so freed buffers are reused and page faults stop (0 per step
+measured).
 
 The settings are process-wide and only affect threads created after the call: call it before
 JAX creates its CPU backend (before the first computation; importing jax is fine). The price is
-that the process keeps its peak heap instead of returning memory to the system. train.py and
-decode.py call it unless --nokeep_freed_memory; it changes no result.
+that the process keeps its peak heap instead of returning memory to the system. train.py calls it
+unless --nokeep_freed_memory, decode.py only with --keep_freed_memory (decoding measured no
+faster with it); it changes no result.
 """
 
 from __future__ import annotations
