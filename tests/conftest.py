@@ -1,12 +1,9 @@
 """Test setup: 8 fake CPU devices (for data-parallel tests), set before jax is imported; a guard
 that no test imports TensorFlow; and a tiny model trained once per session on a copy task."""
 
-import atexit
 import os
 import random
-import shutil
 import sys
-import tempfile
 
 import pytest
 
@@ -20,13 +17,6 @@ _FLAGS = {
 for _name, _value in _FLAGS.items():
   if _name not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_name}={_value}".strip()
-# One compilation cache for the session, shared with the train.py / decode.py subprocesses that
-# tests start: the same train step built again (in a later test or a resumed run) loads instead
-# of compiling. A fresh directory per session, so no result ever comes from an older run.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="s2s_jax_test_xla_cache_")
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -102,13 +102,16 @@ def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(cop
   # The uninterrupted reference is the session's tiny run: same config, 40 steps, 8 devices.
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # conftest's XLA_FLAGS: 8 devices, as tiny_run
   cmd = _train_cmd(tmp_path / "killed", tmp_path / "tfds", copy_dict, num_steps=40)
-  killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  log = tmp_path / "killed.log"
+  with open(log, "w") as stderr:
+    killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
   first = tmp_path / "killed" / "checkpoints" / "last" / "20"
   deadline = time.time() + 300
   while not first.exists() and killed.poll() is None and time.time() < deadline:
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
-  assert killed.wait() == -signal.SIGKILL  # it was still running: the resume below is real
+  # It was still running: the resume below is real.
+  assert killed.wait() == -signal.SIGKILL, log.read_text()[-3000:]
   resumed = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
   assert "resuming from step" in resumed.stderr
   whole = [(r["step"], r["train_loss"]) for r in _metrics(tiny_run[0]) if "train_loss" in r]
