@@ -467,10 +467,7 @@ def average_params(trees: Sequence[Any], names: Sequence[str]) -> Any:
 def _average_last(directory: str, n: int) -> tuple[tuple[int, ...], Any]:
   if n < 1:
     raise ValueError(f"average_last={n} must be >= 1")
-  by_step = {}
-  for manager, all_steps in _managers(directory).values():
-    for step in all_steps:
-      by_step.setdefault(step, manager)
+  by_step = _by_step(_managers(directory))
   if len(by_step) < n:
     raise ValueError(f"average_last={n}: {directory} keeps {len(by_step)} checkpoints (available: "
                      f"{sorted(by_step)}); ask for fewer, or train with more "
@@ -494,9 +491,20 @@ def _managers(directory: str) -> dict[str, tuple[ocp.CheckpointManager, list[int
   return steps
 
 
+def _by_step(kinds: dict[str, tuple[ocp.CheckpointManager, list[int]]]
+             ) -> dict[int, ocp.CheckpointManager]:
+  """{step: the manager that holds it} over all kinds ('last' first where both hold a step)."""
+  by_step = {}
+  for manager, all_steps in kinds.values():
+    for step in all_steps:
+      by_step.setdefault(step, manager)
+  return by_step
+
+
 def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
   steps = _managers(directory)
-  available = sorted({s for _, all_steps in steps.values() for s in all_steps})
+  by_step = _by_step(steps)
+  available = sorted(by_step)
   if which == "best" and steps.get("best", (None, []))[1]:
     manager, step = steps["best"][0], max(steps["best"][1])
   elif which in ("best", "last"):
@@ -510,10 +518,9 @@ def _restore_params(directory: str, which: str | int) -> tuple[int, Any]:
     except ValueError:
       raise ValueError(f"checkpoint={which!r} is invalid: use 'best', 'last' or a step number "
                        f"(available: {available})") from None
-    holders = [m for m, all_steps in steps.values() if step in all_steps]
-    if not holders:
+    if step not in by_step:
       raise ValueError(f"no checkpoint for step {step} in {directory}; available: {available}")
-    manager = holders[0]
+    manager = by_step[step]
   return step, _restore_step(manager, step)
 
 

@@ -160,46 +160,25 @@ def cell_step(
 # ----------------------------------------------------------------------------- LSTM recurrence
 
 
-def lstm_pointwise(z_BG: jax.Array, c_BH: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The LSTM step after its matmuls: pre-activations `z_BG` [i, f, g, o] and the previous cell
-  state -> `(activated gates act_BG, c_BH', h_BH')`, float32.
-
-  One elementwise pass over all gates (tanh for g, sigmoid for i, f, o): fewer, larger kernels
-  per step than four gate-by-gate passes. The activated gates are what `lstm_pointwise_bwd` needs.
-  """
-  H = c_BH.shape[-1]
-  G_G = jnp.arange(4 * H)
-  act_BG = jnp.where((G_G >= 2 * H) & (G_G < 3 * H), jnp.tanh(z_BG), jax.nn.sigmoid(z_BG))
-  i, f, g, o = jnp.split(act_BG, 4, axis=-1)
-  c_new = f * c_BH + i * g
-  return act_BG, c_new, o * jnp.tanh(c_new)
-
-
-def lstm_pointwise_bwd(act_BG: jax.Array, c_prev_BH: jax.Array, dc_BH: jax.Array,
-                       dh_BH: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Backward of `lstm_pointwise`: gradients of the new c and h -> `(dz_BG, dc_prev_BH)`.
-
-  tanh(c') is recomputed from the saved gates and previous cell state rather than stored.
-  """
-  i, f, g, o = jnp.split(act_BG, 4, axis=-1)
-  tanh_c = jnp.tanh(f * c_prev_BH + i * g)
-  dc_new = dc_BH + dh_BH * o * (1.0 - tanh_c * tanh_c)
-  dz_BG = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c_prev_BH * f * (1.0 - f),
-                           dc_new * i * (1.0 - g * g), dh_BH * tanh_c * o * (1.0 - o)], axis=-1)
-  return dz_BG, dc_new * f
-
-
 def _lstm_forward(W_h, xw_TBG, c0_BH, h0_BH, live_TB, dtype):
   """The LSTM recurrence over pre-projected inputs; also returns what the backward pass needs.
 
   Per step the loop writes only the outputs, the activated gates and the new cell state; the
   previous states the backward pass reads are those shifted by one step (see the backward).
   """
+  H = W_h.shape[0]
+  is_g_G = (jnp.arange(4 * H) >= 2 * H) & (jnp.arange(4 * H) < 3 * H)
 
   def body(carry, inputs):
     c_BH, h_BH = carry
     xw_BG, live_B = inputs
-    act_BG, c_new, h_new = lstm_pointwise(xw_BG + matmul(h_BH, W_h, dtype), c_BH)
+    z_BG = xw_BG + matmul(h_BH, W_h, dtype)
+    # One elementwise pass over all gates (tanh for g, sigmoid for i, f, o): fewer, larger
+    # kernels per step than four gate-by-gate passes.
+    act_BG = jnp.where(is_g_G, jnp.tanh(z_BG), jax.nn.sigmoid(z_BG))
+    i, f, g, o = jnp.split(act_BG, 4, axis=-1)
+    c_new = f * c_BH + i * g
+    h_new = o * jnp.tanh(c_new)
     live_B1 = live_B[:, None]
     carry = (jnp.where(live_B1, c_new, c_BH), jnp.where(live_B1, h_new, h_BH))
     return carry, (jnp.where(live_B1, h_new, 0.0), act_BG, c_new)
@@ -244,10 +223,14 @@ def _lstm_recurrence_bwd(dtype, residuals, cotangents):
     dc_BH, dh_BH = carry
     dout_BH, gates_BG, c_prev_BH, live_B = inputs
     live_B1 = live_B[:, None]
-    dz_BG, dc_f = lstm_pointwise_bwd(gates_BG, c_prev_BH, jnp.where(live_B1, dc_BH, 0.0),
-                                     jnp.where(live_B1, dh_BH + dout_BH, 0.0))
+    i, f, g, o = jnp.split(gates_BG, 4, axis=-1)
+    tanh_c = jnp.tanh(f * c_prev_BH + i * g)
+    dh_new = jnp.where(live_B1, dh_BH + dout_BH, 0.0)
+    dc_new = jnp.where(live_B1, dc_BH, 0.0) + dh_new * o * (1.0 - tanh_c * tanh_c)
+    dz_BG = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c_prev_BH * f * (1.0 - f),
+                             dc_new * i * (1.0 - g * g), dh_new * tanh_c * o * (1.0 - o)], axis=-1)
     dh_prev = matmul(dz_BG, W_h_t, dtype) + jnp.where(live_B1, 0.0, dh_BH)
-    dc_prev = dc_f + jnp.where(live_B1, 0.0, dc_BH)
+    dc_prev = dc_new * f + jnp.where(live_B1, 0.0, dc_BH)
     return (dc_prev, dh_prev), dz_BG
 
   (dc0, dh0), dz_TBG = jax.lax.scan(
@@ -359,11 +342,7 @@ def dropout(rng: jax.Array | None, x: jax.Array, rate: float) -> jax.Array:
   """Inverted dropout; the identity when `rng` is None or `rate` is 0 (evaluation)."""
   if rng is None or rate == 0.0:
     return x
-  return apply_dropout_mask(x, jax.random.bernoulli(rng, 1.0 - rate, x.shape), rate)
-
-
-def apply_dropout_mask(x: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
-  """`x` where `keep`, scaled by 1 / (1 - rate); 0 elsewhere (`dropout` with a drawn mask)."""
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
