@@ -168,7 +168,8 @@ def worker_s2s_jax(args, spec) -> dict:
   tx = training.make_optimizer({"name": "adam", "clip_norm": 0.0, "accumulate_steps": 1})
   state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                               opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
-                              apply_fn=model.apply, tx=tx, schedule=optax.constant_schedule(1e-3))
+                              ema_params=None, apply_fn=model.apply, tx=tx,
+                              schedule=optax.constant_schedule(1e-3))
   step = jax.jit(functools.partial(training.train_step,
                                    label_smoothing=setup["label_smoothing"]), donate_argnums=0)
   batches = [jax.device_put(b) for b in batches]

@@ -182,7 +182,7 @@ def worker_s2s_jax(args) -> dict:
   tx = training.make_optimizer({"name": "adam", "clip_norm": 0.0, "accumulate_steps": 1})
   state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                               opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
-                              apply_fn=model.apply, tx=tx,
+                              ema_params=None, apply_fn=model.apply, tx=tx,
                               schedule=optax.constant_schedule(w.LEARNING_RATE))
   rng = jax.random.PRNGKey(0)
   step = jax.jit(training.train_step, donate_argnums=0)
@@ -381,7 +381,7 @@ def worker_g2p_s2s_jax(args) -> dict:
                                 "accumulate_steps": 1})
   state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                               opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
-                              apply_fn=model.apply, tx=tx,
+                              ema_params=None, apply_fn=model.apply, tx=tx,
                               schedule=optax_constant(work.learning_rate))
   step = jax.jit(functools.partial(training.train_step, label_smoothing=work.label_smoothing),
                  donate_argnums=0)

@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.num_steps = 7200  # batches: about 13 epochs of CMUdict, ~27 minutes on 2 CPU cores
   c.train.max_minutes = 0.0  # stop earlier after this much training time; 0 = no limit
   c.train.label_smoothing = 0.1
+  c.train.ema_decay = 0.0  # moving average of the parameters for eval / decoding; 0 = off
   c.train.log_every = 50
   c.train.eval_every = 800
   c.train.checkpoint_every = 800

@@ -27,4 +27,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 10
   c.train.checkpoint_every = 10
   c.train.label_smoothing = 0.0
+  c.train.ema_decay = 0.9  # so the tests that train this config cover the moving average
   return c

@@ -392,7 +392,8 @@ def _same_vocabulary(a: tokenizers_lib.Tokenizer, b: tokenizers_lib.Tokenizer) -
 
 
 def load(workdir: str, checkpoint: str | int = "best", *, average_last: int = 0) -> Model:
-  """The model trained in `workdir` (by train.py): its config, tokenizers and parameters.
+  """The model trained in `workdir` (by train.py): its config, tokenizers and parameters (the
+  moving average of the parameters when the run trained with `train.ema_decay > 0`).
 
   Args:
     workdir: a training run's directory (config.json, tokenizers/, checkpoints/).
@@ -530,7 +531,9 @@ def _restore_step(manager: ocp.CheckpointManager, step: int) -> Any:
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         dict(manager.item_metadata(step).state))
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  return restored.state["params"]
+  # A run with train.ema_decay > 0 evaluated and chose its best step with the moving average.
+  state = restored.state
+  return state["params"] if state.get("ema_params") is None else state["ema_params"]
 
 
 # ----------------------------------------------------------------------------- export

@@ -7,7 +7,9 @@ Shape legend: B batch rows, S source length, T target length, V target vocabular
 loss is normalized by the global number of target tokens (under pmap, sums are `psum`med before
 dividing), so 1 device, a jit mesh and pmap compute the same update for the same global batch.
 The learning rate is `schedule(update) * state.lr_scale`; the loop lowers `lr_scale` when the
-validation metric stalls ("decay on plateau").
+validation metric stalls ("decay on plateau"). With `train.ema_decay > 0` the state also carries
+an exponential moving average of the parameters (`ema_params`, updated inside the step and saved
+in checkpoints); evaluation, the best-checkpoint choice, the test score and decoding then use it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any
   opt_state: Any
   lr_scale: jax.Array  # multiplies the schedule; lowered on validation plateaus
+  ema_params: Any  # moving average of params (train.ema_decay > 0), or None
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   schedule: Callable = flax.struct.field(pytree_node=False)
@@ -94,22 +97,43 @@ def make_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
 
 
 def create_train_state(rng: jax.Array, model: Seq2Seq, tx: optax.GradientTransformation,
-                       schedule: optax.Schedule, example: Mapping[str, np.ndarray]) -> TrainState:
+                       schedule: optax.Schedule, example: Mapping[str, np.ndarray], *,
+                       ema: bool = False) -> TrainState:
+  """Initial parameters and optimizer state; with `ema`, a moving average starting at them."""
   # Eager on purpose: with jax 0.10.2 on CPU, a jitted init (orthogonal init's QR inside) left
   # a later while-loop decode of the reference workload hanging in the same process.
   params = model.init(rng, example["src"][:1], example["tgt_in"][:1])["params"]
+  # A copy, not the same buffers: the jitted step donates the state.
+  ema_params = jax.tree.map(jnp.copy, params) if ema else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    lr_scale=jnp.ones((), jnp.float32), apply_fn=model.apply, tx=tx,
-                    schedule=schedule)
+                    lr_scale=jnp.ones((), jnp.float32), ema_params=ema_params,
+                    apply_fn=model.apply, tx=tx, schedule=schedule)
+
+
+def ema_update(ema: Any, params: Any, decay: float, num_updates: jax.Array) -> Any:
+  """`d * ema + (1 - d) * params` with `d = min(decay, (1 + n) / (10 + n))` after n earlier
+  updates: the warmup of tf.train.ExponentialMovingAverage, so that early evaluations do not
+  average in the random initialization with weight `decay ** n`."""
+  d = jnp.minimum(decay, (1.0 + num_updates) / (10.0 + num_updates))
+  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+
+
+def eval_params(state: TrainState) -> Any:
+  """The parameters evaluation and decoding use: the moving average when there is one."""
+  return state.params if state.ema_params is None else state.ema_params
 
 
 # ----------------------------------------------------------------------------- steps
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
-               label_smoothing: float = 0.0, accumulate_steps: int = 1,
+               label_smoothing: float = 0.0, accumulate_steps: int = 1, ema_decay: float = 0.0,
                axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on `batch` (src [B, S], tgt_in / tgt_out [B, T]); pure."""
+  """One optimizer step on `batch` (src [B, S], tgt_in / tgt_out [B, T]); pure.
+
+  `ema_decay` is used when the state carries `ema_params`; the average moves only on steps
+  that update the parameters (every `accumulate_steps`-th).
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:  # pmap: each device drops out its own rows differently
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
@@ -127,6 +151,12 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, jax.tree.map(lambda u: lr * u, updates))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  if state.ema_params is not None:
+    ema = ema_update(state.ema_params, params, ema_decay, state.step // accumulate_steps)
+    if accumulate_steps > 1:  # between updates the parameters stand still: so does the average
+      applied = (state.step + 1) % accumulate_steps == 0
+      ema = jax.tree.map(lambda new, old: jnp.where(applied, new, old), ema, state.ema_params)
+    new_state = new_state.replace(ema_params=ema)
   return new_state, {"loss_sum": loss_sum, "tokens": tokens, "learning_rate": lr,
                      "grad_norm": optax.tree.norm(grads)}
 
@@ -223,7 +253,8 @@ class Run:
     self.config, self.model, self.inputs, self.mesh = config, model, inputs, mesh
     self.pmap = config.train.parallel == "pmap"
     step = functools.partial(train_step, label_smoothing=config.train.label_smoothing,
-                             accumulate_steps=config.optimizer.accumulate_steps)
+                             accumulate_steps=config.optimizer.accumulate_steps,
+                             ema_decay=config.train.ema_decay)
     self._step = parallel.pmap_train_step(step) if self.pmap else None
     self._step_builder = step
     self._eval = jax.jit(eval_step, static_argnums=1)
@@ -239,7 +270,9 @@ class Run:
     return self._step(state, parallel.global_batch(self.mesh, batch), rng)
 
   def host_params(self, state: TrainState) -> Any:
-    return parallel.unreplicate(state.params) if self.pmap else state.params
+    """What evaluation uses (`eval_params`), one copy under pmap."""
+    params = eval_params(state)
+    return parallel.unreplicate(params) if self.pmap else params
 
   def evaluate(self, params: Any, split: str, decode: bool) -> dict[str, float]:
     """Loss, perplexity, token accuracy and (with `decode`) the task metrics of a split."""
@@ -328,6 +361,9 @@ def _check_config(config) -> None:
   for name in ("log_every", "eval_every", "checkpoint_every", "num_steps"):
     if config.train[name] < 1:
       raise ValueError(f"train.{name}={config.train[name]} must be >= 1")
+  if not 0.0 <= config.train.ema_decay < 1.0:
+    raise ValueError(f"train.ema_decay={config.train.ema_decay} must be in [0, 1) (0 = no moving "
+                     "average of the parameters)")
 
 
 def _initialize_distributed(cfg) -> None:
@@ -367,7 +403,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   tx = make_optimizer(opt)
   rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.seed))
   example = inputs.train.dataset()[0]
-  state = create_train_state(rng_init, model, tx, make_schedule(opt, num_updates), example)
+  state = create_train_state(rng_init, model, tx, make_schedule(opt, num_updates), example,
+                             ema=config.train.ema_decay > 0)
   mesh = parallel.make_mesh()
   run = Run(config, model, inputs, mesh)
   state = jax.device_put(state, parallel.state_sharding(mesh, state))
@@ -509,7 +546,7 @@ def _loop(config, run: Run, state, iterator, rng, ckpts, loop, log, step) -> dic
     ckpts.wait()
     host_state = _host_state(state, run.pmap)
     restored = ckpts.restore_best(checkpoint.abstract(host_state))
-    params = restored[1].params if restored else host_state.params
+    params = eval_params(restored[1] if restored else host_state)
     scores = {f"test_{k}": v for k, v in
               run.evaluate(params, config.data.test_split, decode).items()}
     final.update(scores)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ def test_tiny_config_learns_the_copy_task_and_writes_its_outputs(tiny_run):
   assert sorted(os.listdir(workdir / "checkpoints" / "last")) == ["30", "40"]
 
 
-def _small_state(rows: int = 16):
+def _small_state(rows: int = 16, ema: bool = False):
   cfg = ModelConfig(src_vocab_size=20, tgt_vocab_size=24, embed_size=8, hidden_size=16,
                     attention="luong", input_feeding=True)
   rng = np.random.default_rng(0)
@@ -59,29 +60,30 @@ def _small_state(rows: int = 16):
   opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 1}
   state = training.create_train_state(jax.random.PRNGKey(0), Seq2Seq(cfg),
                                       training.make_optimizer(opt),
-                                      optax.constant_schedule(1e-2), batch)
+                                      optax.constant_schedule(1e-2), batch, ema=ema)
   return state, batch
 
 
-def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters():
+def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters_and_moving_average():
   assert jax.device_count() == 8
-  step = functools.partial(training.train_step, label_smoothing=0.1)
+  step = functools.partial(training.train_step, label_smoothing=0.1, ema_decay=0.5)
   rng = jax.random.PRNGKey(3)
   results = {}
   for name, devices in (("one device", jax.devices()[:1]), ("jit, 8 devices", jax.devices())):
-    state, batch = _small_state()
+    state, batch = _small_state(ema=True)
     mesh = parallel.make_mesh(devices)
     state = jax.device_put(state, parallel.state_sharding(mesh, state))
     fn = parallel.jit_train_step(step, mesh, state)
     for _ in range(3):
       state, _ = fn(state, parallel.global_batch(mesh, batch), rng)
-    results[name] = jax.device_get(state.params)
-  state, batch = _small_state()
+    results[name] = jax.device_get((state.params, state.ema_params))
+  state, batch = _small_state(ema=True)
   fn = parallel.pmap_train_step(step)
   state = parallel.replicate(state)
   for _ in range(3):
     state, _ = fn(state, parallel.split_for_pmap(batch), rng)
-  results["pmap, 8 devices"] = jax.device_get(parallel.unreplicate(state.params))
+  results["pmap, 8 devices"] = jax.device_get(
+      parallel.unreplicate((state.params, state.ema_params)))
   reference = results.pop("one device")
   # Sharding changes the order of the batch sums, so gradients differ by float rounding; Adam's
   # m / (sqrt(v) + 1e-8) turns that into up to ~5e-7 on parameters whose gradient is near zero
@@ -89,6 +91,58 @@ def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters():
   for name, params in results.items():
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=2e-6, err_msg=name),
                  params, reference)
+
+
+def test_moving_average_follows_the_hand_computed_recurrence_and_leaves_training_alone():
+  decay, steps = 0.2, 4  # the warmup (1 + n) / (10 + n) is below 0.2 for n = 0, 1; above after
+  plain, batch = _small_state()
+  state, _ = _small_state(ema=True)
+  step = jax.jit(functools.partial(training.train_step, ema_decay=decay))
+  plain_step = jax.jit(training.train_step)
+  expected = jax.device_get(state.params)
+  for n in range(steps):
+    state, _ = step(state, batch, jax.random.PRNGKey(0))
+    plain, _ = plain_step(plain, batch, jax.random.PRNGKey(0))
+    d = min(decay, (1 + n) / (10 + n))
+    expected = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * np.asarray(p), expected,
+                            jax.device_get(state.params))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
+               jax.device_get(state.ema_params), expected)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
+               jax.device_get(plain.params))  # the average never feeds back into training
+  assert not np.allclose(jax.tree.leaves(state.ema_params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_moving_average_moves_only_on_steps_that_update_the_parameters():
+  state, batch = _small_state(ema=True)
+  opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 2}
+  state = state.replace(tx=training.make_optimizer(opt),
+                        opt_state=training.make_optimizer(opt).init(state.params))
+  step = jax.jit(functools.partial(training.train_step, accumulate_steps=2, ema_decay=0.9))
+  start = jax.device_get(state.ema_params)
+  state, _ = step(state, batch, jax.random.PRNGKey(0))  # accumulates: nothing applied yet
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ema_params), start)
+  state, _ = step(state, batch, jax.random.PRNGKey(0))  # the first update: d = 1 / 10
+  expected = jax.tree.map(lambda e, p: 0.1 * e + 0.9 * np.asarray(p), start,
+                          jax.device_get(state.params))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
+               jax.device_get(state.ema_params), expected)
+
+
+def test_evaluation_and_loading_use_the_moving_average_when_the_run_keeps_one(tiny_run):
+  import orbax.checkpoint as ocp
+
+  import s2s_jax
+  workdir, _ = tiny_run
+  assert tiny.get_config().train.ema_decay > 0
+  raw = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "last" / "40" / "state")
+  loaded = s2s_jax.load(str(workdir), checkpoint="last")
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), raw["ema_params"])
+  assert not np.array_equal(jax.tree.leaves(raw["ema_params"])[0],
+                            jax.tree.leaves(raw["params"])[0])
+  state = types.SimpleNamespace(params="raw", ema_params="average")
+  assert training.eval_params(state) == "average"
+  assert training.eval_params(types.SimpleNamespace(params="raw", ema_params=None)) == "raw"
 
 
 def _train_cmd(workdir, data_dir, copy_dict, num_steps):
@@ -117,6 +171,10 @@ def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(cop
   whole = [(r["step"], r["train_loss"]) for r in _metrics(tiny_run[0]) if "train_loss" in r]
   again = [(r["step"], r["train_loss"]) for r in _metrics(tmp_path / "killed") if "train_loss" in r]
   assert again == whole and len(whole) == 40
+  # ... and so are the parameters and their moving average (what evaluation and decoding use).
+  from s2s_jax import load
+  jax.tree.map(np.testing.assert_array_equal, load(str(tiny_run[0]), "last").params,
+               load(str(tmp_path / "killed"), "last").params)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
@@ -180,6 +238,7 @@ def test_config_overrides_apply(monkeypatch):
     ("train", "parallel", "pmapp", "train.parallel='pmapp' is invalid"),
     ("train", "eval_metric", "bleuu", "train.eval_metric='bleuu' is invalid"),
     ("train", "log_every", 0, "train.log_every=0 must be >= 1"),
+    ("train", "ema_decay", 1.0, r"train.ema_decay=1.0 must be in \[0, 1\)"),
 ])
 def test_bad_train_config_values_are_named(section, field, value, message):
   config = tiny.get_config()
