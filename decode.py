@@ -5,6 +5,8 @@
   python decode.py --workdir=/tmp/g2p --input=words.txt --reference=prons.txt   # + WER / PER
   python decode.py --workdir=/tmp/g2p --split=test                     # a split of the run's data
   python decode.py --workdir=/tmp/g2p,/tmp/g2p_seed1 --split=test      # an ensemble of two runs
+  python decode.py --workdir=/tmp/g2p --split=train --with_source --output=distilled.tsv
+      # input<TAB>output lines: a parallel_text corpus (sequence-level distillation)
 
 Input comes from --input or stdin; output goes to --output or stdout. An empty input line gives an
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
@@ -33,6 +35,9 @@ _METHOD = flags.DEFINE_enum("method", "beam", ["beam", "greedy", "sample"], "Sea
 _BEAM_SIZE = flags.DEFINE_integer("beam_size", 5, "Beam width (1 = greedy).")
 _NBEST = flags.DEFINE_integer("nbest", 1, "Outputs per input; > 1 writes TSV "
                               "(index, rank, score, text).")
+_WITH_SOURCE = flags.DEFINE_bool(
+    "with_source", False, "Write 'input<TAB>output' lines: a TSV corpus the parallel_text "
+    "dataset reads, e.g. a teacher's outputs on --split=train for sequence-level distillation.")
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (0 = none).")
 _LENGTH_PENALTY = flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "average"],
                                     "Length penalty formula.")
@@ -93,6 +98,8 @@ def main(argv):
     raise app.UsageError("--average_last replaces --checkpoint; give one or the other")
   if _SPLIT.value and (_INPUT.value or _REFERENCE.value):
     raise app.UsageError("--split replaces --input and --reference; give one or the other")
+  if _WITH_SOURCE.value and _NBEST.value > 1:
+    raise app.UsageError("--with_source writes one output per input; it needs --nbest=1")
   import tqdm
 
   from s2s_jax import inference, metrics
@@ -118,6 +125,7 @@ def main(argv):
                  batch_size=_BATCH_SIZE.value)
   out = sys.stdout if _OUTPUT.value is None else open(_OUTPUT.value, "w", encoding="utf-8")  # noqa: SIM115
   best: list[str] = []
+  empty_outputs = []  # line numbers of non-empty inputs decoded to nothing
   progress = tqdm.tqdm(total=len(lines), unit=" lines", disable=None, file=sys.stderr)
   try:
     for start in range(0, len(lines), _CHUNK):
@@ -130,8 +138,16 @@ def main(argv):
           print(f"decode.py: warning: input line {i + 1} is longer than --max_source_len="
                 f"{_MAX_SOURCE_LEN.value} tokens; decoded its first {_MAX_SOURCE_LEN.value - 1}",
                 file=sys.stderr)
+        if result.unknown:
+          print(f"decode.py: warning: input line {i + 1} has "
+                f"{', '.join(map(repr, result.unknown))}, never seen in training: read as <unk>",
+                file=sys.stderr)
         best.append(result.text)
-        if _NBEST.value == 1:
+        if result.hypotheses and not result.text.strip():
+          empty_outputs.append(i + 1)
+        if _WITH_SOURCE.value:
+          out.write(f"{result.source}\t{result.text}\n")
+        elif _NBEST.value == 1:
           out.write(result.text + "\n")
         elif not result.hypotheses:  # an empty input: one row with the empty output
           out.write(f"{i}\t1\t0.0\t\n")
@@ -143,6 +159,10 @@ def main(argv):
     progress.close()
     if out is not sys.stdout:
       out.close()
+  if empty_outputs:  # in a --with_source corpus, parallel_text refuses such a line: say which
+    print(f"decode.py: warning: {len(empty_outputs)} non-empty inputs decoded to an empty output "
+          f"(input lines {empty_outputs[:10]}{' ...' if len(empty_outputs) > 10 else ''})",
+          file=sys.stderr)
   if references is not None:
     metric = model.config.get("train", {}).get("eval_metric", "bleu")
     scored = [(h, r) for h, r, line in zip(best, references, lines, strict=True) if line.strip()]

@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "validation"  # periodic evaluation, best checkpoint, early stopping
   c.data.test_split = "test"  # evaluated once at the end ("" to skip)
-  c.data.source_tokenizer = ml_collections.ConfigDict({"kind": "char"})  # TokenizerSpec fields
+  # TokenizerSpec fields; lowercase: "Hello" reads as "hello", as CMUdict spells its words.
+  c.data.source_tokenizer = ml_collections.ConfigDict({"kind": "char", "lowercase": True})
   c.data.target_tokenizer = ml_collections.ConfigDict({"kind": "word"})
   c.data.shared_vocab = False  # one vocabulary for both sides (needs equal tokenizer specs)
   c.data.max_tokens = 2048  # padded tokens per side of a global batch

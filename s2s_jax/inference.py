@@ -181,6 +181,7 @@ class Result:
   hypotheses: tuple[Hypothesis, ...]
   truncated: bool = False  # the source was cut to max_source_len tokens
   attention: np.ndarray | None = None  # [output tokens + EOS, source tokens + EOS], best hyp.
+  unknown: tuple[str, ...] = ()  # source tokens the training data never had (read as <unk>)
 
   @property
   def text(self) -> str:
@@ -260,6 +261,12 @@ class Model:
       logging.warning("%d of %d inputs are longer than max_source_len=%d tokens and were cut "
                       "(input indices %s)", len(truncated), len(texts), max_source_len,
                       truncated[:10])
+    unknown = [tuple(self.source_tokenizer.unknown(t)) for t in texts]
+    flagged = [i for i, u in enumerate(unknown) if u]
+    if flagged:
+      logging.warning("%d of %d inputs hold tokens the model never saw in training, read as "
+                      "<unk> (input indices %s; see Result.unknown)", len(flagged), len(texts),
+                      flagged[:10])
     todo = sorted((i for i, (ids, _) in enumerate(encoded) if ids),
                   key=lambda i: len(encoded[i][0]))
     hyps: dict[int, tuple[Hypothesis, ...]] = {}
@@ -277,7 +284,7 @@ class Model:
         weights = self._attention_weights(src_BS[:len(rows)], best)
         for r, i in enumerate(rows):
           attention[i] = weights[r, :len(best[r]) + 1, :len(encoded[i][0])]
-    return [Result(text, hyps.get(i, ()), encoded[i][1], attention.get(i))
+    return [Result(text, hyps.get(i, ()), encoded[i][1], attention.get(i), unknown[i])
             for i, text in enumerate(texts)]
 
   def split(self, name: str) -> data_lib.TextPairs:

@@ -113,3 +113,47 @@ def test_shared_needs_equal_specs_and_kinds_are_validated(tmp_path):
     TokenizerSpec("chars")
   with pytest.raises(ValueError, match="unknown tokenizer fields"):
     TokenizerSpec.from_dict({"kind": "char", "vocab": 3})
+
+
+def test_lowercase_tokenizers_read_cased_text_as_lowercase_and_the_manifest_records_it(tmp_path):
+  spec = TokenizerSpec("char", lowercase=True)
+  src, _ = get_or_train_tokenizers(str(tmp_path), spec, TokenizerSpec("word"),
+                                   ["Hello", "world"], ["HH", "W"])
+  assert src.tokens == tuple(sorted(set("helowrd"), key=lambda c: (-"helloworld".count(c), c)))
+  assert src.encode("HeLLo") == src.encode("hello") and UNK_ID not in src.encode("WORLD")
+  manifest = json.loads((tmp_path / "tokenizers.json").read_text())
+  assert manifest["source"]["spec"]["lowercase"] is True
+  assert manifest["target"]["spec"]["lowercase"] is False
+  reloaded, target = load_tokenizers(str(tmp_path))
+  assert reloaded.encode("WORLD") == src.encode("world") and target.encode("HH") != [UNK_ID]
+  sp = SentencePieceTokenizer.train(SENTENCES, vocab_size=60, lowercase=True)
+  assert sp.encode("The CAT sat") == sp.encode("the cat sat")
+  assert pickle.loads(pickle.dumps(sp)).encode("THE MAT") == sp.encode("the mat")
+  cased = SentencePieceTokenizer.train(SENTENCES, vocab_size=60)
+  assert UNK_ID in cased.encode("THE MAT")  # without the option, capitals are unknown
+
+
+def test_a_manifest_written_before_the_lowercase_option_loads_as_cased(tmp_path):
+  get_or_train_tokenizers(str(tmp_path), TokenizerSpec("char"), TokenizerSpec("word"),
+                          ["ab"], ["A"])
+  path = tmp_path / "tokenizers.json"
+  manifest = json.loads(path.read_text())
+  for side in ("source", "target"):
+    del manifest[side]["spec"]["lowercase"]
+  path.write_text(json.dumps(manifest))
+  src, _ = get_or_train_tokenizers(str(tmp_path), TokenizerSpec("char"), TokenizerSpec("word"),
+                                   ["zz"], ["Z"])  # same specs: loads, does not retrain
+  assert src.tokens == ("a", "b") and src.encode("A") == [UNK_ID]
+  with pytest.raises(ValueError, match="holds tokenizers built with"):
+    get_or_train_tokenizers(str(tmp_path), TokenizerSpec("char", lowercase=True),
+                            TokenizerSpec("word"), ["ab"], ["A"])
+
+
+def test_unknown_lists_each_out_of_vocabulary_token_once_in_order():
+  chars = VocabTokenizer.train("char", ["abc"], lowercase=True)
+  assert chars.unknown("Abxcyx") == ["x", "y"] and chars.unknown("CAB") == []
+  words = VocabTokenizer.train("word", ["AA B"])
+  assert words.unknown("AA ZZ B ZZ Q") == ["ZZ", "Q"]
+  sp = SentencePieceTokenizer.train(SENTENCES, vocab_size=60)
+  assert sp.unknown("the cat") == [] and sp.unknown("the \u00e9 cat") == ["\u00e9"]
+

@@ -211,6 +211,14 @@ def test_too_long_input_is_cut_with_a_warning_and_empty_input_gives_empty_output
   assert results[1].hypotheses == () and results[1].text == ""
 
 
+def test_cased_input_reads_as_lowercase_and_unseen_characters_are_flagged(model, caplog):
+  assert model.source_tokenizer.lowercase  # configs/g2p.py (tiny's base) lowercases
+  cased, plain, unseen = model.decode(["ABC", "abc", "abzz!"])
+  assert cased.text == plain.text and cased.unknown == plain.unknown == ()
+  assert unseen.unknown == ("z", "!")
+  assert "1 of 3 inputs hold tokens the model never saw" in caplog.text
+
+
 def test_bad_decode_options_are_named(model):
   with pytest.raises(ValueError, match="nbest=6 must not exceed beam_size=5"):
     model.decode(["abc"], nbest=6)
@@ -260,9 +268,9 @@ def _decode_cli(*args, stdin=None):
 
 def test_decode_cli_writes_one_line_per_input_in_order_and_scores_references(model, tiny_run,
                                                                              tmp_path):
-  lines = ["abc", "", "hgfedcbahgfedcba", "dead"]
+  lines = ["abc", "", "hgfedcbahgfedcba", "dead", "Abz"]
   (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-  (tmp_path / "ref.txt").write_text("A B C\n\nH G F E D C B A\nX\tD E A D\n")
+  (tmp_path / "ref.txt").write_text("A B C\n\nH G F E D C B A\nX\tD E A D\nA B Z\n")
   # The run twice: an ensemble of a model with itself, which must decode as the model alone.
   run = _decode_cli(f"--workdir={tiny_run[0]},{tiny_run[0]}", f"--input={tmp_path / 'in.txt'}",
                     f"--reference={tmp_path / 'ref.txt'}", "--max_source_len=9")
@@ -270,10 +278,31 @@ def test_decode_cli_writes_one_line_per_input_in_order_and_scores_references(mod
   want = [r.text for r in model.decode(lines, max_source_len=9)]
   assert run.stdout.split("\n")[:-1] == want and want[1] == ""
   assert "input line 3 is longer than --max_source_len=9" in run.stderr
+  assert "input line 5 has 'z', never seen in training: read as <unk>" in run.stderr
+  assert "input line 1 has" not in run.stderr
   scores = json.loads(run.stderr.strip().splitlines()[-1])
-  refs = [["A B C"], ["H G F E D C B A"], ["X", "D E A D"]]
-  expected = metrics.g2p_scores([want[0], want[2], want[3]], refs)
-  assert scores == {"decoded": 3, **{k: pytest.approx(v) for k, v in expected.items()}}
+  refs = [["A B C"], ["H G F E D C B A"], ["X", "D E A D"], ["A B Z"]]
+  expected = metrics.g2p_scores([want[0], want[2], want[3], want[4]], refs)
+  assert scores == {"decoded": 4, **{k: pytest.approx(v) for k, v in expected.items()}}
+
+
+def test_decode_cli_with_source_writes_a_parallel_text_corpus_of_the_train_split(model, tiny_run,
+                                                                                 tmp_path):
+  from s2s_jax.data import open_dataset
+  corpus = tmp_path / "distilled.tsv"
+  run = _decode_cli(f"--workdir={tiny_run[0]}", "--split=train", "--with_source",
+                    f"--output={corpus}", "--beam_size=2")
+  assert run.returncode == 0, run.stderr
+  words = model.split("train").columns()[0]
+  teacher = [r.text for r in model.decode(words, beam_size=2)]
+  pairs = open_dataset("parallel_text", data_dir=str(tmp_path / "tfds"), options=dict(
+      directory=str(tmp_path), files={"train": corpus.name}, skip_bad_lines=True)).split("train")
+  empty = sum(not t.strip() for t in teacher)
+  assert list(zip(*pairs.columns(), strict=True)) == [
+      (w, t) for w, t in zip(words, teacher, strict=True) if t.strip()]
+  assert len(words) == len(corpus.read_text().splitlines()) and empty < len(words)
+  refused = _decode_cli(f"--workdir={tiny_run[0]}", "--with_source", "--nbest=2", stdin="abc\n")
+  assert refused.returncode != 0 and "--with_source writes one output per input" in refused.stderr
 
 
 def test_decode_cli_takes_one_checkpoint_per_ensemble_member(tiny_run):

@@ -6,7 +6,9 @@ Three kinds share one interface (`encode`, `decode`, `vocab_size`, `save`):
   sentencepiece  BPE or unigram subwords trained with the sentencepiece library.
 Tokenizers are trained on the training split and written to `<workdir>/tokenizers/` with a
 manifest, so decoding later loads exactly the same vocabularies (`load_tokenizers`).
-`encode` never adds BOS/EOS; the input pipeline does.
+`encode` never adds BOS/EOS; the input pipeline does. With `lowercase` (a spec field, recorded in
+the manifest) a tokenizer lowercases every text it trains on and encodes, so "Hello" and "hello"
+read the same; `unknown(text)` lists what `encode` would turn into <unk>.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Tokenizer(Protocol):
 
   def pieces(self, ids: Iterable[int]) -> list[str]: ...
 
+  def unknown(self, text: str) -> list[str]: ...
+
   def save(self, path: str) -> None: ...
 
 
@@ -80,6 +84,7 @@ class VocabTokenizer:
 
   kind: str  # "char" or "word"
   tokens: tuple[str, ...]
+  lowercase: bool = False
 
   def __post_init__(self):
     if self.kind not in ("char", "word"):
@@ -89,24 +94,31 @@ class VocabTokenizer:
     object.__setattr__(self, "_ids", {t: NUM_SPECIAL_IDS + k for k, t in enumerate(self.tokens)})
 
   @classmethod
-  def train(cls, kind: str, texts: Iterable[str], min_count: int = 1) -> VocabTokenizer:
+  def train(cls, kind: str, texts: Iterable[str], min_count: int = 1,
+            lowercase: bool = False) -> VocabTokenizer:
     """Vocabulary of every token seen at least `min_count` times, most frequent first."""
     counts = collections.Counter()
     for text in texts:
+      text = text.lower() if lowercase else text
       counts.update(text if kind == "char" else text.split())
     # Ties broken by the token itself, so the vocabulary does not depend on the data's order.
     ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-    return cls(kind, tuple(ranked))
+    return cls(kind, tuple(ranked), lowercase)
 
   @property
   def vocab_size(self) -> int:
     return NUM_SPECIAL_IDS + len(self.tokens)
 
   def split(self, text: str) -> list[str]:
+    text = text.lower() if self.lowercase else text
     return list(text) if self.kind == "char" else text.split()
 
   def encode(self, text: str) -> list[int]:
     return [self._ids.get(t, UNK_ID) for t in self.split(text)]
+
+  def unknown(self, text: str) -> list[str]:
+    """The tokens of `text` outside the vocabulary (encoded as <unk>), each once, in order."""
+    return list(dict.fromkeys(t for t in self.split(text) if t not in self._ids))
 
   def decode(self, ids: Iterable[int]) -> str:
     return ("" if self.kind == "char" else " ").join(self.pieces(_until_eos(ids)))
@@ -121,10 +133,10 @@ class VocabTokenizer:
                                   ensure_ascii=False, indent=0).encode("utf-8"))
 
   @classmethod
-  def load(cls, path: str) -> VocabTokenizer:
+  def load(cls, path: str, lowercase: bool = False) -> VocabTokenizer:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
-    return cls(data["kind"], tuple(data["tokens"]))
+    return cls(data["kind"], tuple(data["tokens"]), lowercase)
 
 
 class SentencePieceTokenizer:
@@ -132,8 +144,8 @@ class SentencePieceTokenizer:
 
   kind = "sentencepiece"
 
-  def __init__(self, model_proto: bytes):
-    self.model_proto = model_proto
+  def __init__(self, model_proto: bytes, lowercase: bool = False):
+    self.model_proto, self.lowercase = model_proto, lowercase
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
     specials = [self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id()]
     if specials != [PAD_ID, BOS_ID, EOS_ID, UNK_ID]:
@@ -143,7 +155,8 @@ class SentencePieceTokenizer:
   @classmethod
   def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "bpe",
             character_coverage: float = 1.0, seed_sentencepiece_size: int = 1_000_000,
-            input_sentence_size: int = 2_000_000, **options: Any) -> SentencePieceTokenizer:
+            input_sentence_size: int = 2_000_000, lowercase: bool = False,
+            **options: Any) -> SentencePieceTokenizer:
     """Trains in memory; `vocab_size` counts the 4 reserved ids. Extra options go to the trainer.
 
     At most `input_sentence_size` sentences (a deterministic sample) are used, as sentencepiece
@@ -153,20 +166,27 @@ class SentencePieceTokenizer:
       raise ValueError(f"sentencepiece model_type={model_type!r}; allowed: 'bpe', 'unigram'")
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+        sentence_iterator=(t.lower() for t in texts) if lowercase else iter(texts),
+        model_writer=model, vocab_size=vocab_size,
         model_type=model_type, character_coverage=character_coverage,
         pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
         seed_sentencepiece_size=seed_sentencepiece_size,
         input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
         minloglevel=2, num_threads=os.cpu_count() or 1, **options)
-    return cls(model.getvalue())
+    return cls(model.getvalue(), lowercase)
 
   @property
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()
 
   def encode(self, text: str) -> list[int]:
-    return self._sp.encode(text)
+    return self._sp.encode(text.lower() if self.lowercase else text)
+
+  def unknown(self, text: str) -> list[str]:
+    """The pieces of `text` that encode as <unk>, each once, in order."""
+    text = text.lower() if self.lowercase else text
+    pieces = self._sp.encode(text, return_type="proto").pieces
+    return list(dict.fromkeys(p.surface for p in pieces if p.id == UNK_ID))
 
   def decode(self, ids: Iterable[int]) -> str:
     return self._sp.decode(_until_eos(ids))
@@ -179,27 +199,28 @@ class SentencePieceTokenizer:
     atomic_write(path, self.model_proto)
 
   @classmethod
-  def load(cls, path: str) -> SentencePieceTokenizer:
+  def load(cls, path: str, lowercase: bool = False) -> SentencePieceTokenizer:
     with open(path, "rb") as f:
-      return cls(f.read())
+      return cls(f.read(), lowercase)
 
   def __getstate__(self):  # the processor is not picklable; grain workers rebuild it
-    return {"model_proto": self.model_proto}
+    return {"model_proto": self.model_proto, "lowercase": self.lowercase}
 
   def __setstate__(self, state):
-    self.__init__(state["model_proto"])
+    self.__init__(state["model_proto"], state.get("lowercase", False))
 
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerSpec:
   """How to build one side's tokenizer. `vocab_size` and `model_type` are for sentencepiece,
-  `min_count` for char/word."""
+  `min_count` for char/word; `lowercase` for every kind."""
 
   kind: str
   vocab_size: int = 8000
   model_type: str = "bpe"
   character_coverage: float = 1.0
   min_count: int = 1
+  lowercase: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -215,18 +236,24 @@ class TokenizerSpec:
   def train(self, texts: Iterable[str]) -> Tokenizer:
     if self.kind == "sentencepiece":
       return SentencePieceTokenizer.train(texts, self.vocab_size, self.model_type,
-                                          self.character_coverage)
-    return VocabTokenizer.train(self.kind, texts, self.min_count)
+                                          self.character_coverage, lowercase=self.lowercase)
+    return VocabTokenizer.train(self.kind, texts, self.min_count, self.lowercase)
 
 
 def _file_name(side: str, kind: str) -> str:
   return f"{side}.model" if kind == "sentencepiece" else f"{side}.vocab.json"
 
 
-def load_tokenizer(path: str, kind: str) -> Tokenizer:
+def load_tokenizer(path: str, kind: str, lowercase: bool = False) -> Tokenizer:
   if kind == "sentencepiece":
-    return SentencePieceTokenizer.load(path)
-  return VocabTokenizer.load(path)
+    return SentencePieceTokenizer.load(path, lowercase)
+  return VocabTokenizer.load(path, lowercase)
+
+
+def _saved_spec(manifest: Mapping[str, Any], side: str) -> dict[str, Any]:
+  """A side's spec as saved, with fields added since (e.g. lowercase) at their defaults."""
+  entry = manifest[side]
+  return dataclasses.asdict(TokenizerSpec(**{"kind": entry["kind"], **entry.get("spec", {})}))
 
 
 def load_tokenizers(directory: str) -> tuple[Tokenizer, Tokenizer]:
@@ -234,7 +261,8 @@ def load_tokenizers(directory: str) -> tuple[Tokenizer, Tokenizer]:
   with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
     manifest = json.load(f)
   return tuple(load_tokenizer(os.path.join(directory, manifest[side]["file"]),
-                              manifest[side]["kind"]) for side in ("source", "target"))
+                              manifest[side]["kind"], _saved_spec(manifest, side)["lowercase"])
+               for side in ("source", "target"))
 
 
 def get_or_train_tokenizers(
@@ -260,8 +288,8 @@ def get_or_train_tokenizers(
   if os.path.exists(manifest_path):
     with open(manifest_path, encoding="utf-8") as f:
       manifest = json.load(f)
-    saved = {k: manifest.get(k) for k in ("source", "target", "shared")}
-    saved = {**saved, "source": saved["source"]["spec"], "target": saved["target"]["spec"]}
+    saved = {"source": _saved_spec(manifest, "source"),
+             "target": _saved_spec(manifest, "target"), "shared": manifest.get("shared")}
     if saved != wanted:
       raise ValueError(f"{manifest_path} holds tokenizers built with {saved}, but the config asks "
                        f"for {wanted}; use a new workdir or the same tokenizer settings")
