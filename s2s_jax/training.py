@@ -234,7 +234,14 @@ def _open_and_tokenize(cfg, workdir):
     if skipped:
       logging.warning("%s: %d bad lines were skipped while preparing: %s", split,
                       sum(skipped.values()), dict(skipped))
-  sources, targets = dataset.split(cfg["train_split"]).columns(desc="reading train split")
+  if cfg.get("train_tsv"):  # e.g. a teacher's outputs (sequence-level distillation)
+    from s2s_jax.data import parallel_text
+    rows = list(parallel_text.read_tsv(cfg["train_tsv"]))
+    sources, targets = [r[1] for r in rows], [r[2] for r in rows]
+    logging.info("training on %d pairs of %s instead of the %s split", len(rows),
+                 cfg["train_tsv"], cfg["train_split"])
+  else:
+    sources, targets = dataset.split(cfg["train_split"]).columns(desc="reading train split")
   src_tok, tgt_tok = data_lib.get_or_train_tokenizers(
       os.path.join(workdir, "tokenizers"),
       data_lib.TokenizerSpec.from_dict(cfg["source_tokenizer"]),

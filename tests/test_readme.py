@@ -1,4 +1,5 @@
-"""README.md stays true: its Python example runs, and its test command is what CI runs."""
+"""README.md and docs/ stay true: their Python examples run, and README's test command is what
+CI runs."""
 
 import pathlib
 import re
@@ -9,7 +10,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _python_blocks() -> list[str]:
-  return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+  pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+  return [block for page in pages
+          for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
 
 
 def _run(code: str) -> dict:

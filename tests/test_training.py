@@ -145,6 +145,22 @@ def test_evaluation_and_loading_use_the_moving_average_when_the_run_keeps_one(ti
   assert training.eval_params(types.SimpleNamespace(params="raw", ema_params=None)) == "raw"
 
 
+def test_train_tsv_replaces_the_train_split_and_a_bad_line_is_named(copy_dict, tmp_path):
+  from s2s_jax.data import InputError
+  config = tiny.get_config()
+  tsv = tmp_path / "distilled.tsv"
+  tsv.write_text("abc\tA B C\nFade\tF A D E\n")
+  cfg = {**config.data, "seed": 0, "train_tsv": str(tsv), "data_dir": str(tmp_path / "tfds"),
+         "options": {"dict_path": copy_dict}}
+  inputs = training.prepare_inputs(cfg, str(tmp_path / "run"), batch_multiple=1)
+  assert len(inputs.train.data) == 2  # the file's pairs, not the dataset's train split
+  assert inputs.source_tokenizer.tokens == tuple("abcdef")  # lowercased, most frequent first
+  assert len(inputs.evals["validation"][0].data) > 2  # evaluation still reads the dataset
+  tsv.write_text("abc\tA B C\nfade\n")
+  with pytest.raises(InputError, match=r"distilled.tsv:2: expected source<TAB>target"):
+    training.prepare_inputs(cfg, str(tmp_path / "run2"), batch_multiple=1)
+
+
 def _train_cmd(workdir, data_dir, copy_dict, num_steps):
   return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "tiny.py"),
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
