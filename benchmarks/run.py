@@ -2,7 +2,7 @@
 
 - `reference` (benchmarks/workload.py): vocabulary 8000, hidden 512, 2-layer LSTMs, Luong dot
   attention, one batch of 64 x 30; peers: PyTorch (`torch.nn.LSTM`) and `flax.linen.RNN`.
-- `g2p` (benchmarks/g2p_workload.py): the default configs/g2p.py model (BiLSTM 128 + LSTM 256,
+- `g2p` (benchmarks/g2p_workload.py): the configs/g2p.py model (BiLSTM 128 + LSTM 256,
   Luong general attention with input feeding, ~40-symbol vocabularies) on real CMUdict batches as
   the pipeline makes them; peer: the same model written like JoeyNMT / OpenNMT-py
   (benchmarks/torch_g2p.py: packed bidirectional `nn.LSTM`, an `nn.LSTMCell` decoder loop).

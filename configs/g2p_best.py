@@ -29,6 +29,8 @@ from configs import g2p
 def get_config() -> ml_collections.ConfigDict:
   c = g2p.get_config()
   c.model.encoder_layers = 2
+  c.model.input_feeding = True  # as measured (configs/g2p.py has turned it off since)
+  c.train.ema_decay = 0.0
   c.model.dropout = 0.3
   c.optimizer.learning_rate = 1e-3
   c.train.num_steps = 24000

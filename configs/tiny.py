@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.hidden_size = 32
   c.model.encoder_hidden_size = 16
   c.model.attention_score = "dot"
+  c.model.input_feeding = True
   c.model.dropout = 0.0
   c.optimizer.learning_rate = 1e-2
   c.optimizer.schedule = "constant"

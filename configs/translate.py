@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.decoder_layers = 2
   c.model.dropout = 0.3
   c.model.tie_embeddings = True
+  c.model.input_feeding = True
+  c.train.ema_decay = 0.0
   c.optimizer.learning_rate = 1e-3
   c.train.num_steps = 50_000
   c.train.eval_every = 2000
