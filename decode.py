@@ -12,12 +12,17 @@ Input comes from --input or stdin; output goes to --output or stdout. An empty i
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
 dropped. With --reference (one line per input; several references separated by tabs) or --split,
 the task metrics (WER/PER or BLEU/chrF, from the run's config) are printed to stderr as JSON.
+The search flags are the fields of `s2s_jax.search.SearchOptions`. A missing run, a bad input
+file or a bad option ends with one line `decode.py: error: ...` and exit code 2.
 """
 
+import dataclasses
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from s2s_jax import cli
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "A training run's directory; several, comma-"
                              "separated, decode as an ensemble (mean of their probabilities).")
@@ -57,7 +62,10 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", False, "Tune glibc malloc so the CPU backend reuses freed buffers "
     "(s2s_jax/host_memory.py). Off by default here: it speeds up training steps, but decoding "
     "measured no faster with it (docs/speed.md).")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "On an input or option error, raise it with "
+                               "its traceback instead of printing one line.")
 _CHUNK = 4096  # lines read, decoded and written at a time
+_PROG = "decode.py"
 
 
 def _read_lines(path: str | None) -> list[str]:
@@ -76,95 +84,106 @@ def _inputs(model) -> tuple[list[str], list[list[str]] | None]:
     return lines, None
   references = [line.split("\t") for line in _read_lines(_REFERENCE.value)]
   if len(references) != len(lines):
-    raise app.UsageError(f"--reference={_REFERENCE.value} has {len(references)} lines but the "
-                         f"input has {len(lines)}")
+    raise ValueError(f"--reference={_REFERENCE.value} has {len(references)} lines but the "
+                     f"input has {len(lines)}")
   return lines, references
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _KEEP_FREED_MEMORY.value:  # before the first computation creates JAX's CPU threads
-    from s2s_jax import host_memory
-    host_memory.keep_freed_memory()
-  logging.set_verbosity(logging.WARNING)  # stderr carries warnings and progress, not library logs
+def _search_options():
+  """The search flags as one `SearchOptions` (the flags carry the fields' names)."""
+  from s2s_jax.search import SearchOptions
+  return SearchOptions(**{f.name: flags.FLAGS[f.name].value
+                          for f in dataclasses.fields(SearchOptions)})
+
+
+def _check_flags() -> list[str]:
+  """The --checkpoint value for every --workdir; refuses flag combinations that conflict."""
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+    cli.fail(_PROG, "--workdir is required")
   checkpoints = _CHECKPOINT.value or ["best"]
   if len(checkpoints) == 1:
     checkpoints = checkpoints * len(_WORKDIR.value)
   if len(checkpoints) != len(_WORKDIR.value):
-    raise app.UsageError(f"--checkpoint has {len(checkpoints)} values for "
-                         f"{len(_WORKDIR.value)} --workdir values; give one, or one per workdir")
+    cli.fail(_PROG, f"--checkpoint has {len(checkpoints)} values for {len(_WORKDIR.value)} "
+             "--workdir values; give one, or one per workdir")
   if _AVERAGE_LAST.value and set(checkpoints) != {"best"}:
-    raise app.UsageError("--average_last replaces --checkpoint; give one or the other")
+    cli.fail(_PROG, "--average_last replaces --checkpoint; give one or the other")
   if _SPLIT.value and (_INPUT.value or _REFERENCE.value):
-    raise app.UsageError("--split replaces --input and --reference; give one or the other")
+    cli.fail(_PROG, "--split replaces --input and --reference; give one or the other")
   if _WITH_SOURCE.value and _NBEST.value > 1:
-    raise app.UsageError("--with_source writes one output per input; it needs --nbest=1")
-  import tqdm
+    cli.fail(_PROG, "--with_source writes one output per input; it needs --nbest=1")
+  return checkpoints
 
-  from s2s_jax import inference, metrics
-  try:
-    models = [inference.load(w, c, average_last=_AVERAGE_LAST.value)
-              for w, c in zip(_WORKDIR.value, checkpoints, strict=True)]
-    for workdir, m in zip(_WORKDIR.value, models, strict=True):
-      if m.averaged_steps:
-        print(f"decode.py: {workdir}: the mean of checkpoint steps {list(m.averaged_steps)}",
-              file=sys.stderr)
-    model = models[0] if len(models) == 1 else inference.ensemble(models)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"decode.py: error: {e}")
-  try:
-    lines, references = _inputs(model)
-  except OSError as e:
-    sys.exit(f"decode.py: error: {e}")
-  options = dict(method=_METHOD.value, beam_size=_BEAM_SIZE.value, nbest=_NBEST.value,
-                 alpha=_ALPHA.value, length_penalty=_LENGTH_PENALTY.value, max_len=_MAX_LEN.value,
-                 max_len_ratio=_MAX_LEN_RATIO.value, max_len_offset=_MAX_LEN_OFFSET.value,
-                 max_source_len=_MAX_SOURCE_LEN.value, temperature=_TEMPERATURE.value,
-                 top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value,
-                 batch_size=_BATCH_SIZE.value)
-  out = sys.stdout if _OUTPUT.value is None else open(_OUTPUT.value, "w", encoding="utf-8")  # noqa: SIM115
-  best: list[str] = []
-  empty_outputs = []  # line numbers of non-empty inputs decoded to nothing
-  progress = tqdm.tqdm(total=len(lines), unit=" lines", disable=None, file=sys.stderr)
-  try:
+
+def _load(checkpoints: list[str]):
+  from s2s_jax import inference
+  models = [inference.load(w, c, average_last=_AVERAGE_LAST.value)
+            for w, c in zip(_WORKDIR.value, checkpoints, strict=True)]
+  for workdir, m in zip(_WORKDIR.value, models, strict=True):
+    if m.averaged_steps:
+      print(f"{_PROG}: {workdir}: the mean of checkpoint steps {list(m.averaged_steps)}",
+            file=sys.stderr)
+  return models[0] if len(models) == 1 else inference.ensemble(models)
+
+
+def _warn(result, line: int) -> None:
+  if result.truncated:
+    print(f"{_PROG}: warning: input line {line} is longer than --max_source_len="
+          f"{_MAX_SOURCE_LEN.value} tokens; decoded its first {_MAX_SOURCE_LEN.value - 1}",
+          file=sys.stderr)
+  if result.unknown:
+    print(f"{_PROG}: warning: input line {line} has {', '.join(map(repr, result.unknown))}, "
+          "never seen in training: read as <unk>", file=sys.stderr)
+
+
+def _write(out, result, index: int) -> None:
+  """One input's output: a line, a corpus line (--with_source) or n-best TSV rows."""
+  if _WITH_SOURCE.value:
+    if result.text.strip():  # a line with an empty side is not a training pair
+      out.write(f"{result.source}\t{result.text}\n")
+  elif _NBEST.value == 1:
+    out.write(result.text + "\n")
+  elif not result.hypotheses:  # an empty input: one row with the empty output
+    out.write(f"{index}\t1\t0.0\t\n")
+  for rank, hyp in enumerate(result.hypotheses if _NBEST.value > 1 else (), start=1):
+    out.write(f"{index}\t{rank}\t{hyp.score:.4f}\t{hyp.text}\n")
+
+
+def _decode_all(model, lines: list[str], out) -> tuple[list[str], list[int]]:
+  """Decodes and writes every line, chunk by chunk; returns (best outputs, line numbers of
+  non-empty inputs decoded to nothing)."""
+  import tqdm
+  options = _search_options()
+  best, empty_outputs = [], []
+  with tqdm.tqdm(total=len(lines), unit=" lines", disable=None, file=sys.stderr) as progress:
     for start in range(0, len(lines), _CHUNK):
-      try:
-        results = model.decode(lines[start:start + _CHUNK], **options)
-      except ValueError as e:
-        sys.exit(f"decode.py: error: {e}")
+      results = model.decode(lines[start:start + _CHUNK], options,
+                             max_source_len=_MAX_SOURCE_LEN.value, seed=_SEED.value,
+                             batch_size=_BATCH_SIZE.value)
       for i, result in enumerate(results, start=start):
-        if result.truncated:
-          print(f"decode.py: warning: input line {i + 1} is longer than --max_source_len="
-                f"{_MAX_SOURCE_LEN.value} tokens; decoded its first {_MAX_SOURCE_LEN.value - 1}",
-                file=sys.stderr)
-        if result.unknown:
-          print(f"decode.py: warning: input line {i + 1} has "
-                f"{', '.join(map(repr, result.unknown))}, never seen in training: read as <unk>",
-                file=sys.stderr)
+        _warn(result, i + 1)
         best.append(result.text)
         if result.hypotheses and not result.text.strip():
           empty_outputs.append(i + 1)
-        if _WITH_SOURCE.value:
-          if result.text.strip():  # a line with an empty side is not a training pair
-            out.write(f"{result.source}\t{result.text}\n")
-        elif _NBEST.value == 1:
-          out.write(result.text + "\n")
-        elif not result.hypotheses:  # an empty input: one row with the empty output
-          out.write(f"{i}\t1\t0.0\t\n")
-        for rank, hyp in enumerate(result.hypotheses if _NBEST.value > 1 else (), start=1):
-          out.write(f"{i}\t{rank}\t{hyp.score:.4f}\t{hyp.text}\n")
+        _write(out, result, i)
       out.flush()
       progress.update(len(results))
+  return best, empty_outputs
+
+
+def _run(checkpoints: list[str]) -> None:
+  from s2s_jax import metrics
+  model = _load(checkpoints)
+  lines, references = _inputs(model)
+  out = sys.stdout if _OUTPUT.value is None else open(_OUTPUT.value, "w", encoding="utf-8")  # noqa: SIM115
+  try:
+    best, empty_outputs = _decode_all(model, lines, out)
   finally:
-    progress.close()
     if out is not sys.stdout:
       out.close()
   if empty_outputs:
     lines_named = f"{empty_outputs[:10]}{' ...' if len(empty_outputs) > 10 else ''}"
-    print(f"decode.py: warning: {len(empty_outputs)} non-empty inputs decoded to an empty output "
+    print(f"{_PROG}: warning: {len(empty_outputs)} non-empty inputs decoded to an empty output "
           f"(input lines {lines_named})"
           + ("; --with_source left them out of the corpus" if _WITH_SOURCE.value else ""),
           file=sys.stderr)
@@ -173,6 +192,17 @@ def main(argv):
     scored = [(h, r) for h, r, line in zip(best, references, lines, strict=True) if line.strip()]
     scores = metrics.task_scores(metric, *zip(*scored, strict=True)) if scored else {}
     print(json.dumps({"decoded": len(scored), **scores}), file=sys.stderr)
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(_PROG, f"unexpected arguments: {argv[1:]}")
+  if _KEEP_FREED_MEMORY.value:  # before the first computation creates JAX's CPU threads
+    from s2s_jax import host_memory
+    host_memory.keep_freed_memory()
+  cli.setup_logging()
+  checkpoints = _check_flags()
+  cli.run(_PROG, lambda: _run(checkpoints), traceback=_TRACEBACK.value)
 
 
 if __name__ == "__main__":

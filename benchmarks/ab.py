@@ -53,9 +53,9 @@ def _train_state(model_kwargs, batch, clip_norm, learning_rate=1e-3):
   import jax
   import numpy as np
 
-  from s2s_jax import ModelConfig, Seq2Seq, training
+  from s2s_jax import ModelConfig, Seq2Seq, optim, training
   model = Seq2Seq(ModelConfig(**model_kwargs))
-  tx = training.make_optimizer({"name": "adam", "clip_norm": clip_norm, "accumulate_steps": 1})
+  tx = optim.make_optimizer({"name": "adam", "clip_norm": clip_norm, "accumulate_steps": 1})
   return model, training.create_train_state(
       jax.random.PRNGKey(0), model, tx, lambda s: learning_rate,
       {k: np.asarray(v) for k, v in batch.items()})
@@ -74,7 +74,7 @@ def worker(args) -> dict:
     raise SystemExit(f"imported s2s_jax from {tree}, not from the tree under test {args.tree}")
   result = {"keep_freed_memory": _malloc(args)}  # before the first computation
 
-  from s2s_jax import ModelConfig, inference, training
+  from s2s_jax import ModelConfig, search, training
   batches, decode_batches, model_kwargs, smoothing, clip = _workload(args.workload)
   batches = [jax.device_put(b) for b in batches]
   if "train" in args.only:
@@ -105,13 +105,13 @@ def worker(args) -> dict:
     params = _unflatten(flat)
     cfg = ModelConfig(**model_kwargs)
     for mode in decode_modes:
-      opts = inference.SearchOptions(method="greedy" if mode == "greedy" else "beam",
+      opts = search.SearchOptions(method="greedy" if mode == "greedy" else "beam",
                                      beam_size=1 if mode == "greedy" else 5)
       fns = {}
       for src in decode_batches:
         S = src.shape[1]
         if S not in fns:
-          fns[S] = jax.jit(functools.partial(inference.search, cfg=cfg, opts=opts,
+          fns[S] = jax.jit(functools.partial(search.search, cfg=cfg, opts=opts,
                                              max_length=opts.output_length(S)))
           fns[S](params, src_BS=src).tokens_BRT.block_until_ready()
       times = []

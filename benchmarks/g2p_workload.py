@@ -93,7 +93,7 @@ def build(path: str = PATH) -> None:
 
   sys.path.insert(0, os.path.dirname(HERE))
   from configs import g2p
-  from s2s_jax import training
+  from s2s_jax import inputs as inputs_lib
 
   config = g2p.get_config()
   # The PyTorch peer is JoeyNMT's decoder, which feeds attention back (input feeding): the
@@ -101,7 +101,7 @@ def build(path: str = PATH) -> None:
   config.model.input_feeding = True
   with tempfile.TemporaryDirectory() as tmp:
     config.data.data_dir = os.path.join(tmp, "tfds")
-    inputs = training.prepare_inputs({**config.data, "seed": config.seed}, tmp, batch_multiple=1)
+    inputs = inputs_lib.prepare_inputs({**config.data, "seed": config.seed}, tmp, batch_multiple=1)
     iterator = inputs.train.iterator()
     batches = [next(iterator) for _ in range(NUM_BATCHES)]
     pipeline, _ = inputs.evals[config.data.eval_split]

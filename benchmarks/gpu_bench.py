@@ -132,7 +132,7 @@ def worker_s2s_jax(args, spec) -> dict:
   import jax
   import optax
 
-  from s2s_jax import ModelConfig, Seq2Seq, inference, losses, training
+  from s2s_jax import ModelConfig, Seq2Seq, losses, optim, search, training
   params, batches, decode, setup = _read_case(args)
   cfg = ModelConfig(**setup["model"])
   model = Seq2Seq(cfg)
@@ -146,13 +146,13 @@ def worker_s2s_jax(args, spec) -> dict:
   if spec["decode"]:
     result["decode"] = {}
     for mode, beam in (("greedy", 1), ("beam5", 5)):
-      opts = inference.SearchOptions(method="greedy" if beam == 1 else "beam", beam_size=beam,
+      opts = search.SearchOptions(method="greedy" if beam == 1 else "beam", beam_size=beam,
                                      alpha=0.0)
       fns = {}
       for src in decode:
         if src.shape[1] not in fns:
           fns[src.shape[1]] = jax.jit(functools.partial(
-              inference.search, cfg=cfg, opts=opts, max_length=opts.output_length(src.shape[1])))
+              search.search, cfg=cfg, opts=opts, max_length=opts.output_length(src.shape[1])))
       srcs = [jax.device_put(src) for src in decode]
       out = {}
 
@@ -165,7 +165,7 @@ def worker_s2s_jax(args, spec) -> dict:
       result["decode"][mode] = {"seconds": seconds,
                                 "sentences_per_second": sum(map(len, decode)) / seconds["median"]}
 
-  tx = training.make_optimizer({"name": "adam", "clip_norm": 0.0, "accumulate_steps": 1})
+  tx = optim.make_optimizer({"name": "adam", "clip_norm": 0.0, "accumulate_steps": 1})
   state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                               opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
                               ema_params=None, apply_fn=model.apply, tx=tx,

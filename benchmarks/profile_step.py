@@ -149,7 +149,7 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from s2s_jax import ModelConfig, Seq2Seq, training
+  from s2s_jax import ModelConfig, Seq2Seq, optim, training
 
   work = g2p_workload.load()
   rows, length = map(int, args.shape.split("x"))
@@ -159,7 +159,7 @@ def main() -> None:
     raise SystemExit(f"no batch of shape {rows}x{length}; the workload has {shapes}")
   batches = [jax.device_put(b) for b in (batches * args.steps)[:args.steps]]
   model = Seq2Seq(ModelConfig.from_dict(work.model))
-  tx = training.make_optimizer({"name": "adam", "clip_norm": work.clip_norm, "accumulate_steps": 1})
+  tx = optim.make_optimizer({"name": "adam", "clip_norm": work.clip_norm, "accumulate_steps": 1})
   state = training.create_train_state(
       jax.random.PRNGKey(0), model, tx, lambda s: work.learning_rate,
       {k: np.asarray(v) for k, v in batches[0].items()})

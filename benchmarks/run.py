@@ -153,7 +153,7 @@ def worker_s2s_jax(args) -> dict:
   import numpy as np
   import optax
 
-  from s2s_jax import ModelConfig, Seq2Seq, inference, losses, training
+  from s2s_jax import ModelConfig, Seq2Seq, losses, optim, search, training
   flat, batch, reference = _load(args.setup)
   cfg = ModelConfig(**w.model_config_kwargs())
   model = Seq2Seq(cfg)
@@ -165,11 +165,11 @@ def worker_s2s_jax(args) -> dict:
   # Decoding first: the train step donates (deletes) the parameters it is given.
   decode = {}
   src = jax.numpy.asarray(batch["src"])
-  for name, opts in (("greedy", inference.SearchOptions(method="greedy")),
-                     ("beam5", inference.SearchOptions(beam_size=5, alpha=0.0))):
-    opts = inference.SearchOptions(**{**opts.__dict__, "max_len": w.LENGTH,
+  for name, opts in (("greedy", search.SearchOptions(method="greedy")),
+                     ("beam5", search.SearchOptions(beam_size=5, alpha=0.0))):
+    opts = search.SearchOptions(**{**opts.__dict__, "max_len": w.LENGTH,
                                       "max_len_ratio": 10.0, "max_len_offset": w.LENGTH})
-    fn = jax.jit(lambda p, s, opts=opts: inference.search(p, cfg, s, opts, w.LENGTH))
+    fn = jax.jit(lambda p, s, opts=opts: search.search(p, cfg, s, opts, w.LENGTH))
     out = fn(params, src)
     if name == "greedy":
       np.save(os.path.join(args.setup, "s2s_jax_greedy.npy"), np.asarray(out.tokens_BRT[:, 0]))
@@ -179,7 +179,7 @@ def worker_s2s_jax(args) -> dict:
                     "mean_output_length": float(np.asarray(out.length_BR[:, 0]).mean())}
   result["decode"] = decode
 
-  tx = training.make_optimizer({"name": "adam", "clip_norm": 0.0, "accumulate_steps": 1})
+  tx = optim.make_optimizer({"name": "adam", "clip_norm": 0.0, "accumulate_steps": 1})
   state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                               opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
                               ema_params=None, apply_fn=model.apply, tx=tx,
@@ -308,8 +308,8 @@ def _g2p_load(setup_dir: str, name: str) -> dict:
 
 def _g2p_search_options(beam: int):
   """Beam search without length penalty (the peer's), default output limits."""
-  from s2s_jax import inference
-  return inference.SearchOptions(method="greedy" if beam == 1 else "beam", beam_size=beam,
+  from s2s_jax import search
+  return search.SearchOptions(method="greedy" if beam == 1 else "beam", beam_size=beam,
                                  alpha=0.0)
 
 
@@ -321,7 +321,7 @@ def worker_g2p_setup(args) -> dict:
   import jax
   import numpy as np
 
-  from s2s_jax import ModelConfig, Seq2Seq, host_memory, losses, training
+  from s2s_jax import ModelConfig, Seq2Seq, host_memory, losses, optim, training
   host_memory.keep_freed_memory()
   work = g2p_workload.load()
   model = Seq2Seq(ModelConfig(**work.model))
@@ -331,7 +331,7 @@ def worker_g2p_setup(args) -> dict:
   loss = float(losses.mean_cross_entropy(logits, batch["tgt_out"],
                                          label_smoothing=work.label_smoothing))
   np.savez(os.path.join(args.setup, "g2p_init.npz"), **w.flatten(params))
-  tx = training.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
+  tx = optim.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
                                 "accumulate_steps": 1})
   state = training.create_train_state(jax.random.PRNGKey(0), model, tx, lambda s: 3e-3, batch)
   step = jax.jit(functools.partial(training.train_step, label_smoothing=work.label_smoothing))
@@ -364,7 +364,7 @@ def worker_g2p_s2s_jax(args) -> dict:
   import jax
   import numpy as np
 
-  from s2s_jax import ModelConfig, Seq2Seq, host_memory, inference, losses, training
+  from s2s_jax import ModelConfig, Seq2Seq, host_memory, losses, optim, search, training
   host_memory.keep_freed_memory()  # as train.py does, before the first computation
   work = g2p_workload.load()
   cfg = ModelConfig(**work.model)
@@ -377,7 +377,7 @@ def worker_g2p_s2s_jax(args) -> dict:
   result = _check_loss("s2s_jax", float(losses.mean_cross_entropy(
       logits, batch["tgt_out"], label_smoothing=work.label_smoothing)), reference["loss"])
 
-  tx = training.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
+  tx = optim.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
                                 "accumulate_steps": 1})
   state = training.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                               opt_state=tx.init(params), lr_scale=jax.numpy.ones(()),
@@ -414,7 +414,7 @@ def worker_g2p_s2s_jax(args) -> dict:
     for src in work.decode_batches:
       S = src.shape[1]
       if S not in fns:
-        fns[S] = jax.jit(functools.partial(inference.search, cfg=cfg, opts=opts,
+        fns[S] = jax.jit(functools.partial(search.search, cfg=cfg, opts=opts,
                                            max_length=opts.output_length(S)))
         fns[S](trained, src_BS=src).tokens_BRT.block_until_ready()
     outputs = []

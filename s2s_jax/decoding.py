@@ -5,8 +5,8 @@ where the carry is any pytree whose leaves all have N rows on their leading axis
 the `DecoderCarry`, with the `Encoded` source bound by a closure). Logits may be unnormalized;
 the search takes their log-softmax. Greedy and sampling run N = B rows; beam search runs
 N = B*K rows, beam-major within each sentence (row b*K + k), with the carry and everything the
-step function closes over tiled by `tile_beams`; it reorders the carry with `reorder_fn`
-(default `gather_rows`: index every leaf's leading axis).
+step function closes over tiled by `tile_beams`; it reorders the carry with `gather_rows`
+(every leaf's leading axis indexed).
 
 Every loop is one `lax.while_loop` that stops as soon as every sentence is finished, so a whole
 search compiles into one program. Outputs are `Hypotheses`: tokens EOS-terminated and PAD-filled
@@ -37,7 +37,6 @@ import jax.numpy as jnp
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 StepFn = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
-ReorderFn = Callable[[Any, jax.Array], Any]
 LENGTH_PENALTIES = ("gnmt", "average")
 
 
@@ -51,7 +50,7 @@ class Hypotheses(NamedTuple):
 
 
 def gather_rows(tree: Any, index_N: jax.Array) -> Any:
-  """Every leaf's rows `index_N` (the default beam reordering)."""
+  """Every leaf's rows `index_N` (how beam search reorders the carry)."""
   return jax.tree.map(lambda x: jnp.take(x, index_N, axis=0), tree)
 
 
@@ -215,10 +214,56 @@ def sample(step_fn: StepFn, carry: Any, rng: jax.Array, batch_size: int, max_len
 # ----------------------------------------------------------------------------- beam search
 
 
+class _BeamState(NamedTuple):
+  """The beam search loop's state after t steps."""
+
+  t: jax.Array
+  carry: Any  # the step function's carry, B*K rows
+  token_BK: jax.Array  # each live hypothesis' last token
+  alive_BKT: jax.Array  # live hypotheses
+  alive_logprob_BK: jax.Array  # -inf for a beam slot not in use
+  finished: Hypotheses  # the n-best finished so far (score -inf where none yet)
+  done_B: jax.Array  # no live hypothesis can still enter the n-best list
+
+
+def _top_candidates(logits_NV: jax.Array, alive_logprob_BK: jax.Array, M: int
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(logprob, parent beam, token) of each sentence's M best one-token extensions, [B, M]."""
+  B, K = alive_logprob_BK.shape
+  V = logits_NV.shape[-1]
+  shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
+  candidates_NV = (alive_logprob_BK.reshape(B * K)[:, None]
+                   + (shifted_NV - log_normalizer_N[:, None]))
+  if V > 8 * K * _BLOCK:
+    # The sentence's M best candidates are among each beam's M best (ties to the lower token,
+    # then the lower beam, as one top_k over all K*V would break them): rank each row with
+    # block maxima first, then the K*M survivors.
+    top_NM, top_token_NM = row_top_k(candidates_NV, M)
+    logprob_BM, flat_BM = jax.lax.top_k(top_NM.reshape(B, K * M), M)
+    token_BM = jnp.take_along_axis(top_token_NM.reshape(B, K * M), flat_BM, axis=1)
+    return logprob_BM, flat_BM // M, token_BM
+  # Small vocabularies: one top_k over every candidate is cheaper.
+  logprob_BM, flat_BM = jax.lax.top_k(candidates_NV.reshape(B, K * V), M)
+  return logprob_BM, flat_BM // V, (flat_BM % V).astype(jnp.int32)
+
+
+def _merge_finished(finished: Hypotheses, cand_BMT: jax.Array, cand_logprob_BM: jax.Array,
+                    cand_score_BM: jax.Array, length: jax.Array) -> Hypotheses:
+  """The n-best of `finished` and the candidates (score -inf for those that did not end)."""
+  B, R = finished.score_BR.shape
+  batch_B1 = jnp.arange(B)[:, None]
+  score_BR, keep_BR = jax.lax.top_k(jnp.concatenate([finished.score_BR, cand_score_BM], 1), R)
+  lengths_BM = jnp.full(cand_score_BM.shape, length, jnp.int32)
+  return Hypotheses(
+      jnp.concatenate([finished.tokens_BRT, cand_BMT], axis=1)[batch_B1, keep_BR],
+      jnp.concatenate([finished.logprob_BR, cand_logprob_BM], axis=1)[batch_B1, keep_BR],
+      score_BR,
+      jnp.concatenate([finished.length_BR, lengths_BM], axis=1)[batch_B1, keep_BR])
+
+
 def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, max_length: int,
                 *, alpha: float = 0.0, length_penalty_kind: str = "gnmt", nbest: int = 1,
-                limit_B: jax.Array | None = None,
-                reorder_fn: ReorderFn = gather_rows) -> Hypotheses:
+                limit_B: jax.Array | None = None) -> Hypotheses:
   """Beam search; returns the `nbest` best finished hypotheses of each sentence (R = nbest).
 
   `carry` (and whatever `step_fn` closes over) has B*K rows: see `tile_beams`. Each step expands
@@ -240,62 +285,32 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
   best_possible_penalty_B = length_penalty(limit_B, alpha, length_penalty_kind)
   batch_B1 = jnp.arange(B)[:, None]
 
-  def cond(state):
-    t, *_, done_B = state
-    return (t < T) & ~jnp.all(done_B)
-
-  def body(state):
-    (t, carry, token_BK, alive_BKT, alive_logprob_BK,
-     fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, _) = state
-    logits_NV, carry = step_fn(carry, token_BK.reshape(B * K))
-    V = logits_NV.shape[-1]
-    M = min(2 * K, K * V)
-    shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
-    candidates_NV = (alive_logprob_BK.reshape(B * K)[:, None]
-                     + (shifted_NV - log_normalizer_N[:, None]))
-    if V > 8 * K * _BLOCK:
-      # The sentence's M best candidates are among each beam's M best (ties to the lower token,
-      # then the lower beam, as one top_k over all K*V would break them): rank each row with
-      # block maxima first, then the K*M survivors.
-      top_NM, top_token_NM = row_top_k(candidates_NV, M)
-      cand_logprob_BM, flat_BM = jax.lax.top_k(top_NM.reshape(B, K * M), M)
-      parent_BM = flat_BM // M
-      cand_token_BM = jnp.take_along_axis(top_token_NM.reshape(B, K * M), flat_BM, axis=1)
-    else:  # small vocabularies: one top_k over every candidate is cheaper
-      cand_logprob_BM, flat_BM = jax.lax.top_k(candidates_NV.reshape(B, K * V), M)
-      parent_BM, cand_token_BM = flat_BM // V, (flat_BM % V).astype(jnp.int32)
-    cand_BMT = alive_BKT[batch_B1, parent_BM].at[:, :, t].set(cand_token_BM)
-    length = t + 1
+  def body(s: _BeamState) -> _BeamState:
+    logits_NV, carry = step_fn(s.carry, s.token_BK.reshape(B * K))
+    M = min(2 * K, K * logits_NV.shape[-1])
+    cand_logprob_BM, parent_BM, cand_token_BM = _top_candidates(logits_NV, s.alive_logprob_BK, M)
+    cand_BMT = s.alive_BKT[batch_B1, parent_BM].at[:, :, s.t].set(cand_token_BM)
+    length = s.t + 1
     ends_BM = (cand_token_BM == EOS_ID) | (length >= limit_B)[:, None]
-
     # Live on: the K best candidates that did not end.
     alive_logprob_BK, pick_BK = jax.lax.top_k(jnp.where(ends_BM, -jnp.inf, cand_logprob_BM), K)
-    alive_BKT = cand_BMT[batch_B1, pick_BK]
-    token_BK = cand_token_BM[batch_B1, pick_BK]
-    carry = reorder_fn(carry, (batch_B1 * K + parent_BM[batch_B1, pick_BK]).reshape(B * K))
-
-    # Finished: merge the candidates that ended into the n-best list.
+    carry = gather_rows(carry, (batch_B1 * K + parent_BM[batch_B1, pick_BK]).reshape(B * K))
+    # Finished: the candidates among the K best that ended compete for the n-best list.
     penalty = length_penalty(length, alpha, length_penalty_kind)
     finishes_BM = ends_BM & (jnp.arange(M) < K)[None, :]
     cand_score_BM = jnp.where(finishes_BM, cand_logprob_BM / penalty, -jnp.inf)
-    all_score = jnp.concatenate([fin_score_BR, cand_score_BM], axis=1)
-    fin_score_BR, keep_BR = jax.lax.top_k(all_score, R)
-    fin_BRT = jnp.concatenate([fin_BRT, cand_BMT], axis=1)[batch_B1, keep_BR]
-    fin_logprob_BR = jnp.concatenate([fin_logprob_BR, cand_logprob_BM], axis=1)[batch_B1, keep_BR]
-    fin_length_BR = jnp.concatenate(
-        [fin_length_BR, jnp.full((B, M), length, jnp.int32)], axis=1)[batch_B1, keep_BR]
-
+    finished = _merge_finished(s.finished, cand_BMT, cand_logprob_BM, cand_score_BM, length)
     best_live_B = jnp.max(alive_logprob_BK, axis=1) / best_possible_penalty_B
-    done_B = best_live_B <= fin_score_BR[:, -1]
-    return (t + 1, carry, token_BK, alive_BKT, alive_logprob_BK,
-            fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, done_B)
+    return _BeamState(length, carry, cand_token_BM[batch_B1, pick_BK],
+                      cand_BMT[batch_B1, pick_BK], alive_logprob_BK, finished,
+                      best_live_B <= finished.score_BR[:, -1])
 
   # Only beam 0 is live at the start, so the first step expands one copy of each sentence.
-  alive_logprob_BK = jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, axis=0)
-  state = (jnp.int32(0), carry, jnp.full((B, K), BOS_ID, jnp.int32),
-           jnp.full((B, K, T), PAD_ID, jnp.int32), alive_logprob_BK,
-           jnp.full((B, R, T), PAD_ID, jnp.int32), jnp.full((B, R), -jnp.inf),
-           jnp.full((B, R), -jnp.inf), jnp.zeros((B, R), jnp.int32), jnp.zeros((B,), bool))
-  *_, fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR, _ = jax.lax.while_loop(
-      cond, body, state)
-  return Hypotheses(fin_BRT, fin_logprob_BR, fin_score_BR, fin_length_BR)
+  start = _BeamState(
+      jnp.int32(0), carry, jnp.full((B, K), BOS_ID, jnp.int32),
+      jnp.full((B, K, T), PAD_ID, jnp.int32),
+      jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, axis=0),
+      Hypotheses(jnp.full((B, R, T), PAD_ID, jnp.int32), jnp.full((B, R), -jnp.inf),
+                 jnp.full((B, R), -jnp.inf), jnp.zeros((B, R), jnp.int32)),
+      jnp.zeros((B,), bool))
+  return jax.lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done_B), body, start).finished

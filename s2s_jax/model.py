@@ -152,6 +152,14 @@ class ModelConfig:
                        f"fields: {', '.join(sorted(fields))}")
     return cls(**dict(values))
 
+  @classmethod
+  def for_vocabularies(cls, values: Mapping[str, Any], src_vocab_size: int,
+                       tgt_vocab_size: int) -> ModelConfig:
+    """A run's model config: its config's `model` section (without vocabulary sizes) plus the
+    sizes of the vocabularies its tokenizers built. Training and loading both use this."""
+    return cls.from_dict({**values, "src_vocab_size": src_vocab_size,
+                          "tgt_vocab_size": tgt_vocab_size})
+
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 

@@ -1,4 +1,5 @@
-"""Data parallelism: a device mesh for `jax.jit` (the default) and a `pmap` path.
+"""Data parallelism: a device mesh for `jax.jit` (the default) and a `pmap` path, behind one
+`DataParallel` object that the train loop uses without knowing which.
 
 The jit path shards every batch on the mesh's `data` axis and replicates the train state; the
 shardings come from `state_sharding` / `batch_sharding`, so adding a model axis later means
@@ -9,6 +10,7 @@ with `axis_name='data'`, where the step sums gradients with `lax.psum`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,3 +72,70 @@ def split_for_pmap(local: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """[B, ...] -> [local devices, B / local devices, ...]."""
   n = jax.local_device_count()
   return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in local.items()}
+
+
+def gather(x: jax.Array | np.ndarray) -> np.ndarray:
+  """A global array's full value (or every process's rows of a host array) on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class DataParallel:
+  """The jit-over-a-mesh path or the pmap path behind one interface, so the train loop has no
+  branches: place the state, compile the step, take one copy of what the step returns, and lay
+  out evaluation batches."""
+
+  def __init__(self, mode: str, devices: list | None = None):
+    if mode not in ("jit", "pmap"):
+      raise ValueError(f"train.parallel={mode!r} is invalid; allowed: jit, pmap")
+    self.pmap = mode == "pmap"
+    self.mesh = make_mesh(devices)
+
+  @property
+  def batch_multiple(self) -> int:
+    """The rows of every global batch divide among this many devices."""
+    if self.pmap:
+      return jax.local_device_count() * jax.process_count()
+    return self.mesh.devices.size
+
+  def place(self, state: Any) -> Any:
+    """The state replicated on the mesh: the layout checkpoints restore into."""
+    return jax.device_put(state, state_sharding(self.mesh, state))
+
+  def compile_step(self, step_fn: Callable, state: Any) -> tuple[Callable, Any]:
+    """(`step(state, local_batch, rng) -> (state, metrics)`, `state` laid out for it).
+
+    `step_fn` is the pure step; `local_batch` is this process's rows as host arrays.
+    """
+    if self.pmap:
+      fn = pmap_train_step(step_fn)
+      return (lambda s, b, r: fn(s, split_for_pmap(b), r)), replicate(jax.device_get(state))
+    fn = jit_train_step(step_fn, self.mesh, state)
+    return (lambda s, b, r: fn(s, global_batch(self.mesh, b), r)), state
+
+  def host(self, tree: Any) -> Any:
+    """One copy of a tree the step returned (under pmap, device 0's: they are equal)."""
+    return unreplicate(tree) if self.pmap else tree
+
+  def eval_batch(self, local: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], Callable]:
+    """(the batch for a jitted evaluation with `host` parameters, a function taking its per-row
+    outputs to NumPy with every process's rows)."""
+    if self.pmap:  # the parameters live on one device: evaluate the whole global batch there
+      return {k: jax.numpy.asarray(gather(v)) for k, v in local.items()}, np.asarray
+    return global_batch(self.mesh, local), gather
+
+
+def initialize_distributed(cfg: Any) -> None:
+  """`jax.distributed.initialize` from the config's `train` section (coordinator address,
+  process count and id, CPU collectives), for multi-process runs."""
+  if cfg.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+  if cfg.coordinator_address:
+    jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
+                               num_processes=cfg.num_processes, process_id=cfg.process_id)
+  else:
+    jax.distributed.initialize()
+  logging.getLogger(__name__).info("process %d of %d; %d local of %d devices", jax.process_index(),
+           jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -280,7 +280,9 @@ def rnn_layer(
     reverse: run right to left, starting at each sequence's own last real token (padding never
       enters the backward state). Outputs are returned in the original (left to right) order.
     dtype: compute dtype of the matmuls.
-    unroll: `lax.scan` unroll factor.
+    unroll: `lax.scan` unroll factor. An LSTM with unroll 1 runs `lstm_recurrence` (its own
+      backward pass, the fast path on CPU); any other cell or unroll factor runs the generic
+      `lax.scan` of `cell_step`. Both compute the same function (tests/test_rnn.py).
 
   Returns:
     `(outputs_BTH, final_carry)`: outputs in `dtype`; the final carry is the state after each
@@ -307,30 +309,38 @@ def rnn_layer(
                else jnp.arange(T)[:, None] < lengths_B[None, :])
     h_TBH, c_BH, h_BH = lstm_recurrence(rec_params["W_h"], xw_TBG, carry0[0].astype(jnp.float32),
                                         carry0[1].astype(jnp.float32), live_TB, dtype)
-    final = (c_BH, h_BH)
-    h_TBH = h_TBH.astype(dtype)
-  elif lengths_B is None:
-    def body(carry, xw_BG):
-      carry = cell_step(cell, rec_params, carry, xw_BG, dtype)
-      return carry, carry[-1].astype(dtype)
-
-    final, h_TBH = jax.lax.scan(body, carry0, xw_TBG, unroll=unroll)
+    final, h_TBH = (c_BH, h_BH), h_TBH.astype(dtype)
   else:
-    live_TB = jnp.arange(T)[:, None] < lengths_B[None, :]
-
-    def body(carry, inputs):
-      xw_BG, live_B = inputs
-      new = cell_step(cell, rec_params, carry, xw_BG, dtype)
-      live_B1 = live_B[:, None]
-      carry = tuple(jnp.where(live_B1, n, o) for n, o in zip(new, carry, strict=True))
-      return carry, jnp.where(live_B1, new[-1], 0.0).astype(dtype)
-
-    final, h_TBH = jax.lax.scan(body, carry0, (xw_TBG, live_TB), unroll=unroll)
+    final, h_TBH = _scan_recurrence(cell, rec_params, xw_TBG, carry0, lengths_B, dtype, unroll)
 
   h_BTH = h_TBH.swapaxes(0, 1)
   if reverse:
     h_BTH = h_BTH[:, ::-1] if lengths_B is None else reverse_padded(h_BTH, lengths_B)
   return h_BTH, final
+
+
+def _scan_recurrence(cell: str, rec_params: Params, xw_TBG: jax.Array, carry0: Carry,
+                     lengths_B: jax.Array | None, dtype: Any, unroll: int
+                     ) -> tuple[Carry, jax.Array]:
+  """(final carry, outputs_TBH): `cell_step` under `lax.scan`, any cell and unroll factor.
+  Past a sequence's length its carry is frozen and its outputs are zeros."""
+  if lengths_B is None:
+    def body(carry, xw_BG):
+      carry = cell_step(cell, rec_params, carry, xw_BG, dtype)
+      return carry, carry[-1].astype(dtype)
+
+    return jax.lax.scan(body, carry0, xw_TBG, unroll=unroll)
+  T, B = xw_TBG.shape[:2]
+  live_TB = jnp.arange(T)[:, None] < lengths_B[None, :]
+
+  def masked_body(carry, inputs):
+    xw_BG, live_B = inputs
+    new = cell_step(cell, rec_params, carry, xw_BG, dtype)
+    live_B1 = live_B[:, None]
+    carry = tuple(jnp.where(live_B1, n, o) for n, o in zip(new, carry, strict=True))
+    return carry, jnp.where(live_B1, new[-1], 0.0).astype(dtype)
+
+  return jax.lax.scan(masked_body, carry0, (xw_TBG, live_TB), unroll=unroll)
 
 
 def merge_directions(fw: jax.Array, bw: jax.Array, merge: str) -> jax.Array:

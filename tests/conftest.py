@@ -1,5 +1,10 @@
 """Test setup: 8 fake CPU devices (for data-parallel tests), set before jax is imported; a guard
-that no test imports TensorFlow; and a tiny model trained once per session on a copy task."""
+that no test imports TensorFlow; a tiny model trained once per session on a copy task; and the
+`slow` marker on every test that needs that model (`-m "not slow"` runs the quick tests).
+
+A test is slow when it trains a model or starts a Python process: the ones that use `tiny_run`
+are marked here, the others where they are defined.
+"""
 
 import os
 import random
@@ -17,6 +22,12 @@ _FLAGS = {
 for _name, _value in _FLAGS.items():
   if _name not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_name}={_value}".strip()
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if "tiny_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -50,6 +51,7 @@ def test_stored_g2p_batches_are_the_pipelines_shapes_with_consistent_ids():
   assert work.tokens > 0 and g2p_workload.train_flops(work) > 0
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_path_imports_only_what_the_gpu_image_has():
   """On the GPU image (no tfds, grain, ml_collections...) the benchmark's s2s_jax imports work:
   the data package loads its tfds/grain modules only on first use."""
@@ -70,6 +72,7 @@ def test_gpu_benchmark_path_imports_only_what_the_gpu_image_has():
   assert proc.stdout.split() == ["ok", "[]"]
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_stops_page_faults_of_repeated_jitted_steps():
   """A step with a 64 MB intermediate (above glibc's largest dynamic mmap threshold, 32 MB)
   faults it in afresh on every call with glibc's defaults; with `keep_freed_memory` applied before

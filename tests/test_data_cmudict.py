@@ -106,6 +106,7 @@ def test_unknown_cmudict_config_is_rejected(tmp_path):
     open_dataset("cmudict/stres", data_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_packaged_dictionary_builds_offline_with_one_train_example_per_pronunciation(tmp_path):
   entries = cmudict.parse_dict(cmudict.packaged_dict_path())
   want = collections.Counter()

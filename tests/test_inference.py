@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import s2s_jax
-from s2s_jax import inference, metrics
+from s2s_jax import checkpoint, inference, metrics, search
 from s2s_jax import model as model_lib
 from s2s_jax.special_ids import BOS_ID, EOS_ID
 
@@ -95,10 +95,10 @@ def test_averaging_refuses_parameters_of_a_different_config(model):
       {**flat, name: np.zeros((*flat[name].shape[:-1], flat[name].shape[-1] + 1), np.float32)})
   with pytest.raises(ValueError, match=rf"parameter .*{name[-1]}.* in run B but .* in run A: "
                                        "checkpoints of different configs cannot be averaged"):
-    inference.average_params([model.params, wider], ["run A", "run B"])
+    checkpoint.average_params([model.params, wider], ["run A", "run B"])
   fewer = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if k != name})
   with pytest.raises(ValueError, match="run B and run A have different parameters"):
-    inference.average_params([model.params, fewer], ["run A", "run B"])
+    checkpoint.average_params([model.params, fewer], ["run A", "run B"])
 
 
 def test_load_names_what_is_missing(tiny_run, tmp_path):
@@ -341,3 +341,24 @@ def test_decode_cli_n_best_tsv_from_stdin_and_errors(model, tiny_run, tmp_path):
   assert float(rows[3][2]) == pytest.approx(expected[0].score, abs=1e-3)
   missing = _decode_cli(f"--workdir={tmp_path / 'nowhere'}", stdin="abc\n")
   assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def test_training_validation_scores_are_greedy_decoding_of_the_best_checkpoint(model, tiny_run):
+  # One search path: the run's logged validation WER / PER at its best step is what
+  # Model.decode (and so decode.py) gives with the evaluation's greedy options.
+  rows = [json.loads(line) for line in open(os.path.join(tiny_run[0], "metrics.jsonl"))]
+  logged = next(r for r in rows if r["step"] == model.step and "eval_wer" in r)
+  pairs = model.split("validation")
+  words, references = pairs.columns()[0], pairs.all_references()
+  factor = model.config["train"]["max_decode_length_factor"]
+  hyps = [r.text for r in model.decode(words, method="greedy", max_len_ratio=factor,
+                                       max_len_offset=10, max_len=1 << 16)]
+  scores = metrics.g2p_scores(hyps, references)
+  assert (scores["wer"], scores["per"]) == pytest.approx((logged["eval_wer"], logged["eval_per"]))
+
+
+def test_search_option_overrides_name_an_unknown_option():
+  opts = search.with_overrides(search.SearchOptions(), {"beam_size": 3, "alpha": 0.0})
+  assert (opts.beam_size, opts.alpha, opts.method) == (3, 0.0, "beam")
+  with pytest.raises(TypeError, match=r"unknown search option\(s\) \['beam_width'\]"):
+    search.with_overrides(opts, {"beam_width": 3})

@@ -185,6 +185,7 @@ def test_no_attention_context_is_the_top_layer_final_state_of_both_directions():
   np.testing.assert_allclose(enc.context_BD, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_bridge_modes():
   src, _ = toy_batch()
   # copy: 2 layers each side, bidirectional sum keeps H -> decoder starts from the merged finals.
@@ -233,6 +234,7 @@ def test_shared_embeddings_use_one_table():
   assert "tgt_embedding" not in variables["params"]
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_with_float32_params_tracks_float32():
   model32, variables = make(attention="luong", input_feeding=True)
   model16 = Seq2Seq(ModelConfig(**{**model32.config.to_dict(), "dtype": "bfloat16"}))
@@ -245,6 +247,7 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
   assert not np.array_equal(logits16, logits32)  # it really computed in bfloat16
 
 
+@pytest.mark.slow
 def test_bfloat16_params_track_float32_with_the_same_weights():
   model, variables = make(param_dtype="bfloat16", dtype="bfloat16")
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(variables))
@@ -257,6 +260,7 @@ def test_bfloat16_params_track_float32_with_the_same_weights():
   np.testing.assert_allclose(logits, _forward(model32, as32, src, tgt_in), atol=0.05)
 
 
+@pytest.mark.slow
 def test_dropout_is_active_only_when_not_deterministic_and_follows_the_rng():
   model, variables = make(dropout=0.3, attention="bahdanau")
   src, tgt_in = toy_batch()
@@ -280,6 +284,7 @@ def test_decoder_carry_and_encoded_are_pytrees_that_can_be_tiled():
   np.testing.assert_allclose(logits[::2], single, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_model_learns_to_reverse_short_sequences():
   """End to end: gradients reach every part; a small attention model fits a toy task."""
   cfg = ModelConfig(src_vocab_size=12, tgt_vocab_size=12, embed_size=16, hidden_size=32,
@@ -323,6 +328,7 @@ def test_model_learns_to_reverse_short_sequences():
   assert correct / total > 0.9
 
 
+@pytest.mark.slow
 def test_every_config_combination_traces_with_the_right_shapes():
   """Catches configs that validate but fail at init/apply (abstract evaluation, no compile)."""
   src = jax.ShapeDtypeStruct((2, 5), jnp.int32)

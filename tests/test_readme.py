@@ -5,6 +5,7 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,7 @@ def test_readme_data_example_runs_and_gives_token_batches():
   assert train.stats.num_kept == 100 and namespace["state"] == {"next_index": 1}
 
 
+@pytest.mark.slow
 def test_readme_model_example_runs_and_gives_a_finite_loss():
   (code,) = [block for block in _python_blocks() if "Seq2Seq(" in block]
   namespace = _run(code)

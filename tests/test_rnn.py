@@ -246,6 +246,7 @@ def test_stack_step_loop_equals_scanned_stack():
     np.testing.assert_allclose(a[0], b[0], rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_dropout_between_layers_uses_the_explicit_rng():
   params = rnn.init_stack_params(jax.random.key(3), "lstm", 3, 8, 2)
   x, lengths = padded_batch(17, [4, 3], 4, 3)

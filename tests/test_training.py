@@ -23,7 +23,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import tiny
-from s2s_jax import ModelConfig, Seq2Seq, checkpoint, parallel, training
+from s2s_jax import ModelConfig, Seq2Seq, checkpoint, metrics_log, optim, parallel, training
+from s2s_jax import data as data_lib
+from s2s_jax import inputs as inputs_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -59,11 +61,12 @@ def _small_state(rows: int = 16, ema: bool = False):
            "tgt_out": np.where(mask, rng.integers(4, 24, (rows, 7)), 0).astype(np.int32)}
   opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 1}
   state = training.create_train_state(jax.random.PRNGKey(0), Seq2Seq(cfg),
-                                      training.make_optimizer(opt),
+                                      optim.make_optimizer(opt),
                                       optax.constant_schedule(1e-2), batch, ema=ema)
   return state, batch
 
 
+@pytest.mark.slow
 def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters_and_moving_average():
   assert jax.device_count() == 8
   step = functools.partial(training.train_step, label_smoothing=0.1, ema_decay=0.5)
@@ -93,6 +96,7 @@ def test_one_device_jit_mesh_and_pmap_compute_the_same_parameters_and_moving_ave
                  params, reference)
 
 
+@pytest.mark.slow
 def test_moving_average_follows_the_hand_computed_recurrence_and_leaves_training_alone():
   decay, steps = 0.2, 4  # the warmup (1 + n) / (10 + n) is below 0.2 for n = 0, 1; above after
   plain, batch = _small_state()
@@ -113,11 +117,12 @@ def test_moving_average_follows_the_hand_computed_recurrence_and_leaves_training
   assert not np.allclose(jax.tree.leaves(state.ema_params)[0], jax.tree.leaves(state.params)[0])
 
 
+@pytest.mark.slow
 def test_moving_average_moves_only_on_steps_that_update_the_parameters():
   state, batch = _small_state(ema=True)
   opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 2}
-  state = state.replace(tx=training.make_optimizer(opt),
-                        opt_state=training.make_optimizer(opt).init(state.params))
+  state = state.replace(tx=optim.make_optimizer(opt),
+                        opt_state=optim.make_optimizer(opt).init(state.params))
   step = jax.jit(functools.partial(training.train_step, accumulate_steps=2, ema_decay=0.9))
   start = jax.device_get(state.ema_params)
   state, _ = step(state, batch, jax.random.PRNGKey(0))  # accumulates: nothing applied yet
@@ -145,6 +150,7 @@ def test_evaluation_and_loading_use_the_moving_average_when_the_run_keeps_one(ti
   assert training.eval_params(types.SimpleNamespace(params="raw", ema_params=None)) == "raw"
 
 
+@pytest.mark.slow
 def test_train_tsv_replaces_the_train_split_and_a_bad_line_is_named(copy_dict, tmp_path):
   from s2s_jax.data import InputError
   config = tiny.get_config()
@@ -152,13 +158,13 @@ def test_train_tsv_replaces_the_train_split_and_a_bad_line_is_named(copy_dict, t
   tsv.write_text("abc\tA B C\nFade\tF A D E\n")
   cfg = {**config.data, "seed": 0, "train_tsv": str(tsv), "data_dir": str(tmp_path / "tfds"),
          "options": {"dict_path": copy_dict}}
-  inputs = training.prepare_inputs(cfg, str(tmp_path / "run"), batch_multiple=1)
+  inputs = inputs_lib.prepare_inputs(cfg, str(tmp_path / "run"), batch_multiple=1)
   assert len(inputs.train.data) == 2  # the file's pairs, not the dataset's train split
   assert inputs.source_tokenizer.tokens == tuple("abcdef")  # lowercased, most frequent first
   assert len(inputs.evals["validation"][0].data) > 2  # evaluation still reads the dataset
   tsv.write_text("abc\tA B C\nfade\n")
   with pytest.raises(InputError, match=r"distilled.tsv:2: expected source<TAB>target"):
-    training.prepare_inputs(cfg, str(tmp_path / "run2"), batch_multiple=1)
+    inputs_lib.prepare_inputs(cfg, str(tmp_path / "run2"), batch_multiple=1)
 
 
 def _train_cmd(workdir, data_dir, copy_dict, num_steps):
@@ -210,6 +216,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
   assert "checkpoint step 2" in caplog.text and "unreadable" in caplog.text
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(copy_dict, tmp_path):
   # On the pmap path, which this also runs end to end (train, evaluate, checkpoint, resume).
   config = tiny.get_config()
@@ -236,6 +243,7 @@ def _parse_config_flags(monkeypatch, *args: str):
   return values.config
 
 
+@pytest.mark.slow
 def test_config_override_of_a_missing_field_names_it_on_the_command_line(tmp_path):
   run = subprocess.run([sys.executable, str(ROOT / "train.py"), f"--workdir={tmp_path}",
                         "--config.model.hidden_sise=3"], capture_output=True, text=True)
@@ -265,9 +273,9 @@ def test_bad_train_config_values_are_named(section, field, value, message):
 
 def test_bad_optimizer_and_schedule_names_are_named():
   with pytest.raises(ValueError, match="optimizer.name='adamm' is invalid"):
-    training.make_optimizer({"name": "adamm", "clip_norm": 0, "accumulate_steps": 1})
+    optim.make_optimizer({"name": "adamm", "clip_norm": 0, "accumulate_steps": 1})
   with pytest.raises(ValueError, match="optimizer.schedule='cosine' is invalid"):
-    training.make_schedule({"learning_rate": 1.0, "warmup_steps": 1, "schedule": "cosine"}, 10)
+    optim.make_schedule({"learning_rate": 1.0, "warmup_steps": 1, "schedule": "cosine"}, 10)
 
 
 @pytest.mark.parametrize(("name", "reference"), [
@@ -279,8 +287,8 @@ def test_unit_rate_optimizer_times_the_schedule_equals_optax_with_that_schedule(
   cfg = {"name": name, "weight_decay": 0.1, "momentum": 0.9, "clip_norm": 0,
          "accumulate_steps": 1, "learning_rate": 0.05, "warmup_steps": 3,
          "schedule": "warmup_rsqrt"}
-  schedule = training.make_schedule(cfg, 10)
-  ours, theirs = training.make_optimizer(cfg), reference(schedule)
+  schedule = optim.make_schedule(cfg, 10)
+  ours, theirs = optim.make_optimizer(cfg), reference(schedule)
   params = {"w": jnp.array([1.0, -2.0, 3.0])}
   p1, s1, p2, s2 = params, ours.init(params), params, theirs.init(params)
   def grads(p, step):
@@ -295,15 +303,16 @@ def test_unit_rate_optimizer_times_the_schedule_equals_optax_with_that_schedule(
 
 
 def test_warmup_rsqrt_rises_linearly_then_decays_as_inverse_sqrt():
-  schedule = training.make_schedule(
+  schedule = optim.make_schedule(
       {"learning_rate": 1.0, "warmup_steps": 4, "schedule": "warmup_rsqrt"}, 100)
   np.testing.assert_allclose([float(schedule(s)) for s in (0, 1, 3, 15, 63)],
                              [0.25, 0.5, 1.0, 0.5, 0.25], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_reported_grad_norm_is_the_norm_of_the_mean_token_loss_gradient_before_clipping():
   state, batch = _small_state()
-  opt = training.make_optimizer({"name": "adam", "clip_norm": 0.05, "accumulate_steps": 1})
+  opt = optim.make_optimizer({"name": "adam", "clip_norm": 0.05, "accumulate_steps": 1})
   state = state.replace(tx=opt, opt_state=opt.init(state.params))  # clipping is active
 
   def mean_nll(params):  # written out here, not through s2s_jax.losses
@@ -320,13 +329,14 @@ def test_reported_grad_norm_is_the_norm_of_the_mean_token_loss_gradient_before_c
   np.testing.assert_allclose(float(metrics["grad_norm"]), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_accumulating_two_identical_batches_equals_one_step_on_that_batch():
   results = []
   for accumulate in (1, 2):
     state, batch = _small_state()
     opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": accumulate}
-    state = state.replace(tx=training.make_optimizer(opt),
-                          opt_state=training.make_optimizer(opt).init(state.params))
+    state = state.replace(tx=optim.make_optimizer(opt),
+                          opt_state=optim.make_optimizer(opt).init(state.params))
     step = jax.jit(functools.partial(training.train_step, accumulate_steps=accumulate))
     for _ in range(accumulate):
       state, _ = step(state, batch, jax.random.PRNGKey(0))
@@ -340,11 +350,11 @@ def test_every_config_file_builds_its_model_tokenizers_batching_and_optimizer(na
   config = importlib.import_module(f"configs.{name}").get_config()
   ModelConfig.from_dict({**config.model, "src_vocab_size": 50, "tgt_vocab_size": 60})
   for side in ("source_tokenizer", "target_tokenizer"):
-    training.data_lib.TokenizerSpec.from_dict(config.data[side])
-  training.data_lib.BatchingConfig(max_tokens=config.data.max_tokens,
+    data_lib.TokenizerSpec.from_dict(config.data[side])
+  data_lib.BatchingConfig(max_tokens=config.data.max_tokens,
                                    bucket_lengths=tuple(config.data.bucket_lengths))
-  training.make_optimizer(config.optimizer)
-  assert float(training.make_schedule(config.optimizer, config.train.num_steps)(10)) > 0
+  optim.make_optimizer(config.optimizer)
+  assert float(optim.make_schedule(config.optimizer, config.train.num_steps)(10)) > 0
   training._check_config(config)
   assert config.train.eval_metric in training.LOWER_IS_BETTER
 
@@ -352,8 +362,39 @@ def test_every_config_file_builds_its_model_tokenizers_batching_and_optimizer(na
 def test_resumed_metrics_log_drops_steps_past_the_checkpoint_and_a_line_cut_by_a_kill(tmp_path):
   lines = [json.dumps({"step": s, "train_loss": 1.0 / s}) + "\n" for s in (1, 2, 3)]
   (tmp_path / "metrics.jsonl").write_text("".join(lines) + '{"step": 4, "train_lo')
-  log = training.MetricsLog(str(tmp_path), resume_step=2)
+  log = metrics_log.MetricsLog(str(tmp_path), resume_step=2)
   log.write(3, {"train_loss": 0.5})
   log.close()
   assert [r["step"] for r in _metrics(tmp_path)] == [1, 2, 3]
   assert _metrics(tmp_path)[-1]["train_loss"] == 0.5
+
+
+# Recorded from the step as it was written (jax 0.10.2, CPU, XLA_FLAGS of conftest). If this
+# test fails, the step's arithmetic changed: update GOLDEN only when that change is intended
+# (a new loss, initializer or optimizer), and say so in the commit message.
+GOLDEN = {"loss": 3.1733574144767993, "tokens": 66.0, "grad_norm": 0.21027852594852448,
+          "param_sum": 61.849403381347656}
+
+
+@pytest.mark.slow
+def test_golden_one_step_loss_tokens_grad_norm_and_parameters():
+  state, batch = _small_state()
+  step = jax.jit(functools.partial(training.train_step, label_smoothing=0.1))
+  state, m = step(state, batch, jax.random.PRNGKey(7))
+  got = {"loss": float(m["loss_sum"]) / float(m["tokens"]), "tokens": float(m["tokens"]),
+         "grad_norm": float(m["grad_norm"]),
+         "param_sum": float(sum(jnp.sum(p) for p in jax.tree.leaves(state.params)))}
+  for key, want in GOLDEN.items():
+    assert got[key] == pytest.approx(want, rel=1e-5, abs=1e-5), (
+        f"{key}: {got[key]!r} != recorded {want!r}. The train step's arithmetic changed; update "
+        "GOLDEN in tests/test_training.py only if that change is intended.")
+
+
+def test_resuming_with_a_state_no_checkpoint_fits_is_refused_not_restarted(tmp_path):
+  # E.g. a run resumed with another model config: starting at step 0 would overwrite its work.
+  ckpts = checkpoint.Checkpoints(str(tmp_path), keep=2)
+  ckpts.save(5, {"w": jnp.arange(4.0)}, {"data": None})
+  ckpts.wait()
+  other = {"w": jnp.arange(4.0), "v": jnp.zeros((3,))}
+  with pytest.raises(ValueError, match=r"none of the checkpoints .* can be restored.*step 5"):
+    checkpoint.Checkpoints(str(tmp_path), keep=2).restore_latest(checkpoint.abstract(other))

@@ -36,7 +36,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 
-from s2s_jax.data.tokenizers import atomic_write
+from s2s_jax.files import atomic_write
 
 PACKAGES = {"es": "sword-text-sparv", "en": "sword-text-web"}
 MODULES = {"es": "spaRV1909eb", "en": "engWEB2015eb"}

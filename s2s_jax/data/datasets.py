@@ -8,14 +8,16 @@ read through `builder.as_data_source()`: random access over ArrayRecord files, n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow_datasets as tfds
 import tqdm
-from absl import logging
 
 from s2s_jax.data import cmudict, parallel_text, textfiles
+
+log = logging.getLogger(__name__)
 
 FORCE = tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD)
 
@@ -42,10 +44,6 @@ class TextPairs:
 
   def __getitem__(self, index: int) -> tuple[str, str]:
     return self._pair(self.source[index])
-
-  def get_many(self, indices: Sequence[int]) -> list[tuple[str, str]]:
-    """Reads several examples in one batched read."""
-    return [self._pair(example) for example in self.source.__getitems__(list(indices))]
 
   def references(self, index: int) -> list[str]:
     example = self.source[index]
@@ -121,8 +119,9 @@ def open_dataset(name: str, *, data_dir: str | None = None,
       `download=True` to download and prepare it (needs network, and TensorFlow for most
       catalog datasets).
   """
-  options = dict(options or {})
   base = name.split("/")[0]
+  kind = base if base in DATASET_OPTIONS else "catalog"
+  options = _check_options(name, kind, dict(options or {}))
   if base == "cmudict":
     builder = _cmudict_builder(name, data_dir, options)
     return Dataset(builder, "source", "target", "references")
@@ -136,14 +135,41 @@ def open_dataset(name: str, *, data_dir: str | None = None,
   return _catalog_dataset(name, data_dir, options)
 
 
+# Per kind of dataset: (the options it takes, those it needs, a config that sets them).
+DATASET_OPTIONS = {
+    "cmudict": (("dict_path",), (), "configs/g2p.py"),
+    "parallel_text": (("directory", "files", "name", "skip_bad_lines"), ("directory", "files"),
+                      "configs/translate.py"),
+    "catalog": (("source_key", "target_key", "download"), (), "configs/translate.py with "
+                "--config.data.dataset=<name>"),
+}
+
+
+def _check_options(name: str, kind: str, options: dict[str, Any]) -> dict[str, Any]:
+  """The options `kind` takes; an option left empty ('', None, {}, False) that `kind` does not
+  take is dropped, so switching `data.dataset` alone works where the new dataset needs nothing.
+
+  Raises:
+    ValueError: an option the dataset does not take has a value, or one it needs is missing;
+      the message names the options it takes and a config that sets them.
+  """
+  takes, needs, config = DATASET_OPTIONS[kind]
+  foreign = sorted(k for k, v in options.items() if k not in takes and v not in ("", None, False)
+                   and not (isinstance(v, Mapping) and not v))
+  missing = [k for k in needs if k not in options]
+  if foreign or missing:
+    problem = (f"options {foreign} are not among them" if foreign
+               else f"it needs {missing}, which the config's data.options does not have")
+    raise ValueError(f"dataset {name!r} takes the options {list(takes)} (data.options); "
+                     f"{problem}. Start from {config}, whose data.options has those fields")
+  return {k: v for k, v in options.items() if k in takes}
+
+
 def _cmudict_builder(name, data_dir, options):
   config_name = name.split("/")[1] if "/" in name else "stress"
   known = {c.name: c for c in cmudict.Cmudict.BUILDER_CONFIGS}
   if config_name not in known:
     raise ValueError(f"cmudict config {config_name!r} is unknown; choose one of {list(known)}")
-  unknown = set(options) - {"dict_path"}
-  if unknown:
-    raise ValueError(f"cmudict options {sorted(unknown)} are unknown; allowed: ['dict_path']")
   config = known[config_name]
   if options.get("dict_path"):
     # A different file is a different dataset: its own config (and directory) name.
@@ -155,16 +181,12 @@ def _cmudict_builder(name, data_dir, options):
   if not builder.is_prepared():
     builder.download_and_prepare()
   elif builder.info.metadata.get("fingerprint") != current:
-    logging.warning("cmudict: the dictionary file changed since it was prepared; preparing anew")
+    log.warning("cmudict: the dictionary file changed since it was prepared; preparing anew")
     builder.download_and_prepare(download_config=FORCE)
   return builder
 
 
 def _catalog_dataset(name, data_dir, options):
-  unknown = set(options) - {"source_key", "target_key", "download"}
-  if unknown:
-    raise ValueError(f"options {sorted(unknown)} are unknown for catalog dataset {name!r}; "
-                     "allowed: ['source_key', 'target_key', 'download']")
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   if options.get("download"):
     builder.download_and_prepare(file_format="array_record")

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import tensorflow_datasets as tfds
-from absl import logging
 
 from s2s_jax.data import textfiles
+
+log = logging.getLogger(__name__)
 
 # A split's files: "train.tsv", or ("train.de", "train.en") for aligned source/target files.
 SplitFiles = str | Sequence[str]
@@ -155,5 +157,5 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
     if skipped is not None:
       self.info.metadata["skipped"][split] = skipped.as_dict()
       if skipped.total:
-        logging.warning("parallel_text %s: skipped %d bad lines %s; first: %s", split,
+        log.warning("parallel_text %s: skipped %d bad lines %s; first: %s", split,
                         skipped.total, skipped.as_dict(), "; ".join(skipped.examples))

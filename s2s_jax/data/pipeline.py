@@ -22,17 +22,19 @@ Shape legend: B rows of a batch (this host's), S source length, T target length,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import grain
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import flags
 
 from s2s_jax.data.tokenizers import Tokenizer
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 
@@ -75,13 +77,6 @@ class BatchingConfig:
           f"BatchingConfig.max_tokens={self.max_tokens} is too small: the largest bucket "
           f"({lengths[-1]}) needs at least {lengths[-1] * self.batch_multiple} tokens for "
           f"batch_multiple={self.batch_multiple} rows")
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> BatchingConfig:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown BatchingConfig fields {sorted(unknown)}")
-    return cls(**{k: tuple(v) if k == "bucket_lengths" else v for k, v in d.items()})
 
   def rows(self, length: int) -> int:
     """Global rows of a batch in the bucket of padded length `length`."""
@@ -188,8 +183,8 @@ class Pipeline:
         real_tokens=int(src_len[keep].sum() + tgt_len[keep].sum()),
         padded_tokens=sum(2 * n * config.rows(L) * L
                           for n, L in zip(batches, lengths, strict=True)))
-    log = logging.warning if self.stats.dropped else logging.info
-    log("%s: %s", name, self.stats.summary())
+    report = log.warning if self.stats.dropped else log.info
+    report("%s: %s", name, self.stats.summary())
     if self.batches_per_epoch == 0:
       raise ValueError(f"{name}: no example fits the length limits ({self.stats.summary()})")
 

@@ -19,12 +19,12 @@ import io
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import sentencepiece as spm
 
+from s2s_jax.files import atomic_write
 from s2s_jax.special_ids import BOS_ID, EOS_ID, NUM_SPECIAL_IDS, PAD_ID, UNK_ID
 
 KINDS = ("char", "word", "sentencepiece")
@@ -61,21 +61,6 @@ def _until_eos(ids: Iterable[int]) -> list[int]:
     if i not in (PAD_ID, BOS_ID):
       out.append(i)
   return out
-
-
-def atomic_write(path: str, data: bytes) -> None:
-  """Writes `data` to `path` via a temporary file and a rename: readers never see part of it."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 @dataclasses.dataclass(frozen=True)

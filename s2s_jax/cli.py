@@ -1,0 +1,57 @@
+"""What train.py and decode.py share: quiet library logs, the run's own short lines, and user
+errors as one line `<prog>: error: <message>` with exit code 2.
+
+Orbax, tfds, grain and absl log through absl or the root logger; they are held at WARNING
+unless `--verbosity` (absl's flag) is given. s2s_jax's modules log to `logging.getLogger(
+"s2s_jax...")`; here those lines go to stderr as plain messages (INFO; DEBUG adds per-step
+records when there is no progress bar).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from absl import flags
+from absl import logging as absl_logging
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Mistakes in a config, a flag or an input file: the message says what and where. Anything
+# else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def setup_logging() -> None:
+  """Library logs at WARNING unless --verbosity was given; s2s_jax's at INFO (DEBUG with
+  --verbosity=1 or more), one plain line each on stderr."""
+  verbosity = flags.FLAGS["verbosity"]
+  if not verbosity.present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+  ours = logging.getLogger("s2s_jax")
+  ours.setLevel(logging.DEBUG if verbosity.present and verbosity.value >= 1 else logging.INFO)
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  ours.handlers[:] = [handler]
+  ours.propagate = False
+
+
+def fail(prog: str, message: str) -> NoReturn:
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def run(prog: str, fn: Callable[[], T], *, traceback: bool = False) -> T:
+  """`fn()`, with a user error (`USER_ERRORS`) reported as one line and exit code 2; with
+  `traceback`, the error propagates (with its stack) instead."""
+  try:
+    return fn()
+  except USER_ERRORS as e:
+    if traceback:
+      raise
+    fail(prog, str(e) or type(e).__name__)

@@ -1,0 +1,92 @@
+"""The command lines: a config, flag or input mistake ends with one line `<prog>: error: ...`
+and exit code 2 (a traceback only with --traceback), and a run's terminal carries its own
+lines, not the libraries' INFO records."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+pytestmark = pytest.mark.slow  # every test here starts train.py or decode.py
+
+
+def _cli(script: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, str(ROOT / script), *args], input=stdin, env=ENV,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _one_error_line(run: subprocess.CompletedProcess, prog: str) -> str:
+  """The message of a run that failed as a user error should: exit 2, one line, no stack."""
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  errors = [line for line in run.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+  assert len(errors) == 1, run.stderr[-3000:]
+  return errors[0].removeprefix(f"{prog}: error: ")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--config.train.ema_decay=1.5"], "train.ema_decay=1.5 must be in [0, 1)"),
+    (["--config.optimizer.name=adamm"], "optimizer.name='adamm' is invalid"),
+    # Switching the dataset alone: the default config's options are cmudict's.
+    (["--config.data.dataset=parallel_text"],
+     "dataset 'parallel_text' takes the options ['directory', 'files', 'name', "
+     "'skip_bad_lines'] (data.options); it needs ['directory', 'files']"),
+])
+def test_train_config_mistakes_end_with_one_error_line_and_exit_code_2(tmp_path, args, message):
+  message_seen = _one_error_line(_cli("train.py", f"--workdir={tmp_path / 'run'}",
+                                      f"--config.data.data_dir={tmp_path / 'tfds'}", *args),
+                                 "train.py")
+  assert message_seen.startswith(message)
+
+
+def test_switching_to_a_dataset_the_options_do_not_fit_names_a_config_to_start_from(tmp_path):
+  run = _cli("train.py", f"--workdir={tmp_path / 'run'}", "--config.data.dataset=parallel_text",
+             "--config.data.options.dict_path=/some/file.dict")
+  message = _one_error_line(run, "train.py")
+  assert "options ['dict_path'] are not among them" in message
+  assert "Start from configs/translate.py" in message
+
+
+def test_bad_training_file_line_is_named_in_one_line_and_traceback_flag_shows_the_stack(
+    copy_dict, tmp_path):
+  bad = tmp_path / "train.tsv"
+  bad.write_text("abc\tA B C\nno tab here\n")
+  args = ["--config", str(ROOT / "configs" / "tiny.py"), f"--workdir={tmp_path / 'run'}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}",
+          f"--config.data.options.dict_path={copy_dict}", f"--config.data.train_tsv={bad}"]
+  message = _one_error_line(_cli("train.py", *args), "train.py")
+  assert message == f"{bad}:2: expected source<TAB>target, found no tab"
+  with_stack = _cli("train.py", *args, "--traceback")
+  assert with_stack.returncode != 0 and "Traceback" in with_stack.stderr
+
+
+def test_decode_mistakes_end_with_one_error_line_and_exit_code_2(tiny_run, tmp_path):
+  missing = _cli("decode.py", f"--workdir={tmp_path / 'nowhere'}", stdin="abc\n")
+  assert "does not exist" in _one_error_line(missing, "decode.py")
+  bad_step = _cli("decode.py", f"--workdir={tiny_run[0]}", "--checkpoint=7", stdin="abc\n")
+  assert "no checkpoint for step 7" in _one_error_line(bad_step, "decode.py")
+  (tmp_path / "ref.txt").write_text("A\nB\n")
+  refs = _cli("decode.py", f"--workdir={tiny_run[0]}", f"--reference={tmp_path / 'ref.txt'}",
+              stdin="abc\n")
+  assert "has 2 lines but the input has 1" in _one_error_line(refs, "decode.py")
+  nbest = _cli("decode.py", f"--workdir={tiny_run[0]}", "--nbest=3", "--beam_size=2",
+               stdin="abc\n")
+  assert "nbest=3 must not exceed beam_size=2" in _one_error_line(nbest, "decode.py")
+
+
+def test_training_terminal_has_the_runs_own_lines_and_no_library_info_records(copy_dict,
+                                                                             tmp_path):
+  run = _cli("train.py", "--config", str(ROOT / "configs" / "tiny.py"),
+             f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+             f"--config.data.options.dict_path={copy_dict}", "--config.train.num_steps=4",
+             "--config.train.eval_every=2", "--config.train.checkpoint_every=2")
+  assert run.returncode == 0, run.stderr[-3000:]
+  # absl's record prefix ("I1201 10:02:17.262911 1398... file.py:123]") marks library logs.
+  assert not re.search(r"^I\d{4} \d\d:\d\d", run.stderr, re.M), run.stderr[-3000:]
+  assert "checkpoints in" in run.stderr and "step 2, validation: loss" in run.stderr
+  assert "train: " in run.stderr  # the pipeline's data summary
