@@ -99,6 +99,7 @@ def build(path: str = PATH) -> None:
   # The PyTorch peer is JoeyNMT's decoder, which feeds attention back (input feeding): the
   # workload keeps it, although configs/g2p.py has turned it off since for speed.
   config.model.input_feeding = True
+  config.model.hidden_size = 256  # the shape every speed figure in docs/speed.md measured
   with tempfile.TemporaryDirectory() as tmp:
     config.data.data_dir = os.path.join(tmp, "tfds")
     inputs = inputs_lib.prepare_inputs({**config.data, "seed": config.seed}, tmp, batch_multiple=1)
