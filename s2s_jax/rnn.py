@@ -87,13 +87,15 @@ def init_stack_params(
     merge: str = "concat",
     forget_bias: float = 1.0,
     param_dtype: Any = jnp.float32,
+    reduce_factor: int = 1,
 ) -> dict[str, Any]:
   """Parameters of a layer stack: `{'layer_0': cell_params, ...}`; bidirectional layers hold
-  `{'fw': cell_params, 'bw': cell_params}`."""
+  `{'fw': cell_params, 'bw': cell_params}`. With `reduce_factor` r > 1 (a pyramidal stack, see
+  `rnn_stack`), layers from the second on read r stacked frames of the layer below."""
   out_size = stack_output_size(hidden_size, bidirectional, merge)
   params = {}
   for i, k in enumerate(jax.random.split(rng, num_layers)):
-    layer_in = in_size if i == 0 else out_size
+    layer_in = in_size if i == 0 else reduce_factor * out_size
     keys = jax.random.split(k) if bidirectional else [k]
     cells = [init_cell_params(key, cell, layer_in, hidden_size, forget_bias=forget_bias,
                               param_dtype=param_dtype) for key in keys]
@@ -343,6 +345,27 @@ def _scan_recurrence(cell: str, rec_params: Params, xw_TBG: jax.Array, carry0: C
   return jax.lax.scan(masked_body, carry0, (xw_TBG, live_TB), unroll=unroll)
 
 
+def stack_frames(x_BTD: jax.Array, lengths_B: jax.Array, factor: int
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Concatenates every `factor` neighbouring frames: ([B, ceil(T / factor), factor * D],
+  ceil(lengths / factor)). Frames past a sequence's length are zeroed first, so the last,
+  partly filled group of a sequence reads zeros whatever its padding held (LAS's pyramid step
+  when factor is 2; frame stacking with stride at the input)."""
+  B, T, D = x_BTD.shape
+  live_BT1 = (jnp.arange(T)[None, :] < lengths_B[:, None])[..., None]
+  x_BTD = jnp.where(live_BT1, x_BTD, 0)
+  padded = -(-T // factor) * factor
+  x_BTD = jnp.pad(x_BTD, ((0, 0), (0, padded - T), (0, 0)))
+  return x_BTD.reshape(B, padded // factor, factor * D), -(-lengths_B // factor)
+
+
+def reduced_lengths(lengths_B: jax.Array, factor: int, times: int) -> jax.Array:
+  """Lengths after `times` applications of `stack_frames` with `factor`."""
+  for _ in range(times):
+    lengths_B = -(-lengths_B // factor)
+  return lengths_B
+
+
 def merge_directions(fw: jax.Array, bw: jax.Array, merge: str) -> jax.Array:
   """Combines forward and backward features: concatenation ([..., 2H]) or sum ([..., H])."""
   return jnp.concatenate([fw, bw], axis=-1) if merge == "concat" else fw + bw
@@ -370,11 +393,15 @@ def rnn_stack(
     rng: jax.Array | None = None,
     dtype: Any = jnp.float32,
     unroll: int = 1,
+    reduce_factor: int = 1,
 ) -> tuple[jax.Array, list[Any]]:
   """Runs a stack of layers, each over the whole sequence (layer-major).
 
   Dropout (with the explicit `rng`; none when it is None) is applied to each layer's input from
   the second layer on. With `residual`, layers from the second on add their input to their output.
+  With `reduce_factor` r > 1 the stack is pyramidal (Chan et al. 2016, LAS): each layer from the
+  second on reads `stack_frames` of the layer below, r frames at a time, so the top layer has
+  ceil(T / r ** (layers - 1)) steps (`reduced_lengths` gives the sequences' lengths there).
 
   Returns:
     `(outputs_BTO, finals)`: the top layer's outputs (O = `stack_output_size`) and one final
@@ -384,11 +411,16 @@ def rnn_stack(
   num_layers = len(params)
   if carries0 is not None and bidirectional:
     raise ValueError("initial carries are only supported for unidirectional stacks")
+  if reduce_factor > 1 and (residual or lengths_B is None):
+    raise ValueError("a pyramidal stack (reduce_factor > 1) needs lengths and no residual "
+                     "connections (a layer's input and output differ in length)")
   rngs = [None] * num_layers if rng is None else list(jax.random.split(rng, num_layers))
   finals = []
   h_BTO = x_BTD
   for i in range(num_layers):
     layer = params[f"layer_{i}"]
+    if i > 0 and reduce_factor > 1:
+      h_BTO, lengths_B = stack_frames(h_BTO, lengths_B, reduce_factor)
     x_in = dropout(rngs[i], h_BTO, dropout_rate) if i > 0 else h_BTO
     kw = dict(dtype=dtype, unroll=unroll)
     if bidirectional:

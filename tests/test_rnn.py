@@ -285,3 +285,53 @@ def test_lstm_init_sets_forget_bias_and_orthogonal_recurrent_blocks():
 def test_unknown_cell_is_rejected():
   with pytest.raises(ValueError, match="cell='lstmx' is invalid; allowed values: lstm, gru, rnn"):
     rnn.init_cell_params(jax.random.key(0), "lstmx", 2, 2)
+
+
+def test_stack_frames_concatenates_neighbours_and_zeroes_past_the_length():
+  x = jnp.arange(1.0, 11.0).reshape(1, 5, 2)  # frames [1 2] [3 4] [5 6] [7 8] [9 10]
+  x = x.at[0, 3:].set(99.0)  # frames 3 and 4 lie past the length 3
+  out, lengths = rnn.stack_frames(x, jnp.array([3]), 2)
+  np.testing.assert_array_equal(out, [[[1, 2, 3, 4], [5, 6, 0, 0], [0, 0, 0, 0]]])
+  assert lengths.tolist() == [2]
+  assert rnn.reduced_lengths(jnp.array([1, 8, 9, 17]), 2, 3).tolist() == [1, 1, 2, 3]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_pyramidal_stack_is_padding_invariant_and_equals_its_layers_composed(cell):
+  """LAS's pyramid: three bidirectional layers, frames paired before the second and the third.
+  A sequence alone and inside a padded batch (garbage in the padding) give the same outputs on
+  its ceil(len / 4) top steps and the same final states; and the stack is its layers composed
+  by hand with `stack_frames`."""
+  params = rnn.init_stack_params(jax.random.key(1), cell, 3, 4, 3, bidirectional=True,
+                                 reduce_factor=2)
+  x, lengths = padded_batch(5, [13, 6, 9], 13, 3)
+  x = x.at[1, 6:].set(4.0).at[2, 9:].set(-2.0)
+  kw = dict(bidirectional=True, reduce_factor=2)
+  out_b, fin_b = rnn.rnn_stack(cell, params, x, lengths, **kw)
+  top = rnn.reduced_lengths(lengths, 2, 2)
+  assert out_b.shape == (3, 4, 8) and top.tolist() == [4, 2, 3]
+  for b, n in enumerate([13, 6, 9]):
+    out_1, fin_1 = rnn.rnn_stack(cell, params, x[b:b + 1, :n], jnp.array([n]), **kw)
+    np.testing.assert_allclose(out_b[b, :int(top[b])], out_1[0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(out_b[b, int(top[b]):], 0.0)
+    for layer_b, layer_1 in zip(fin_b, fin_1, strict=True):
+      for state_b, state_1 in zip(jax.tree.leaves(layer_b), jax.tree.leaves(layer_1), strict=True):
+        np.testing.assert_allclose(state_b[b], state_1[0], rtol=RTOL, atol=ATOL)
+  h, n = x, lengths
+  for i in range(3):
+    if i > 0:
+      h, n = rnn.stack_frames(h, n, 2)
+    layer = params[f"layer_{i}"]
+    fw, _ = rnn.rnn_layer(cell, layer["fw"], h, n)
+    bw, _ = rnn.rnn_layer(cell, layer["bw"], h, n, reverse=True)
+    h = jnp.concatenate([fw, bw], axis=-1)
+  np.testing.assert_allclose(out_b, h, rtol=RTOL, atol=ATOL)
+
+
+def test_pyramidal_stack_refuses_residual_connections_and_missing_lengths():
+  params = rnn.init_stack_params(jax.random.key(0), "lstm", 3, 4, 2, reduce_factor=2)
+  x, lengths = padded_batch(0, [4], 4, 3)
+  with pytest.raises(ValueError, match="pyramidal stack"):
+    rnn.rnn_stack("lstm", params, x, lengths, residual=True, reduce_factor=2)
+  with pytest.raises(ValueError, match="pyramidal stack"):
+    rnn.rnn_stack("lstm", params, x, None, reduce_factor=2)
