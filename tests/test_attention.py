@@ -62,3 +62,39 @@ def test_attend_is_the_weighted_sum_of_memory():
 
 def test_conftest_provides_eight_cpu_devices():
   assert jax.device_count() == 8
+
+
+def test_location_features_are_the_centred_convolution_of_the_previous_weights():
+  rng = np.random.default_rng(4)
+  prev = rng.random((2, 7)).astype(np.float32)
+  filters = rng.normal(size=(5, 3)).astype(np.float32)
+  got = np.asarray(attn.location_features(jnp.asarray(prev), jnp.asarray(filters)))
+  want = np.zeros((2, 7, 3))
+  for b in range(2):
+    for j in range(7):
+      for r in range(5):
+        i = j + r - 2  # the filter is centred on position j
+        if 0 <= i < 7:
+          want[b, j] += prev[b, i] * filters[r]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_location_scores_match_numpy_and_their_weights_ignore_padding():
+  rng = np.random.default_rng(5)
+  B, S, A, K = 2, 6, 4, 3
+  query, keys = rng.normal(size=(B, A)), rng.normal(size=(B, S, A))
+  loc, U, v = rng.normal(size=(B, S, K)), rng.normal(size=(K, A)), rng.normal(size=(A,))
+  got = attn.location_scores(*(jnp.asarray(x, jnp.float32) for x in (query, keys, loc, U, v)))
+  want = np.array([[v @ np.tanh(keys[b, j] + query[b] + U.T @ loc[b, j]) for j in range(S)]
+                   for b in range(B)])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # A sentence of 4 real positions: padded weights are exactly zero and rows sum to one, and
+  # the previous weights' zeros at padding leave the real positions' features as if alone.
+  mask = jnp.arange(S)[None, :] < jnp.array([[S], [4]])
+  weights = attn.masked_softmax(got, mask)
+  np.testing.assert_array_equal(weights[1, 4:], 0.0)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+  filters = jnp.asarray(rng.normal(size=(3, K)), jnp.float32)
+  padded = attn.location_features(weights, filters)
+  alone = attn.location_features(weights[1:, :4], filters)
+  np.testing.assert_allclose(padded[1, :4], alone[0], rtol=1e-6)
