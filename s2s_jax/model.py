@@ -2,7 +2,8 @@
 
 Shape legend: B batch, S source length, T target length, E embedding, H decoder hidden units,
 D encoder output features (the memory attention reads; also the size of a merged encoder final
-state), A Bahdanau attention size, R readout size, V vocabulary.
+state), A additive (Bahdanau / location) attention size, K location filters, R readout size,
+V vocabulary.
 
 The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
   encoder   embedding -> (bi)RNN stack; dropout on embeddings and between layers.
@@ -13,7 +14,8 @@ The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
             layer, concatenated] + b)), or 'zero'; 'auto' copies when it can and projects otherwise.
   decoder   one step function, `_decoder_step`:
               x_t   = [emb(y_{t-1}); extra]   extra = h_S for attention='none' (the encoder's
-                      top final state, the fixed context of Cho 2014), the Bahdanau context
+                      top final state, the fixed context of Cho 2014), the Bahdanau (or
+                      location-aware: it also reads the previous step's weights) context
                       computed from the previous top decoder state, the previous readout r_{t-1}
                       for Luong input feeding, or nothing for plain Luong attention.
               h_t   = the stacked cells' new top state
@@ -44,7 +46,7 @@ from s2s_jax import attention as attn
 from s2s_jax import rnn
 from s2s_jax.special_ids import NUM_SPECIAL_IDS, PAD_ID
 
-ATTENTION_TYPES = ("none", "bahdanau", "luong")
+ATTENTION_TYPES = ("none", "bahdanau", "luong", "location")
 ATTENTION_SCORES = ("dot", "general")
 BRIDGE_MODES = ("auto", "copy", "project", "zero")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -73,9 +75,13 @@ class ModelConfig:
   bidirectional_merge: str = "concat"  # 'concat' ([fw; bw], 2x units) or 'sum' (fw + bw)
   residual: bool = False  # residual connections from the second layer of each stack on
   dropout: float = 0.0  # on embeddings, between layers, and before the output projection
-  attention: str = "luong"  # 'none', 'bahdanau' (additive) or 'luong' (multiplicative)
+  # 'none', 'bahdanau' (additive), 'luong' (multiplicative) or 'location' (additive + where the
+  # previous step attended; Chorowski et al. 2015, for long acoustic inputs)
+  attention: str = "luong"
   attention_score: str = "general"  # Luong score: 'dot' or 'general'; used by attention='luong'
-  attention_size: int | None = None  # A for attention='bahdanau'; None: hidden_size
+  attention_size: int | None = None  # A for 'bahdanau' / 'location'; None: hidden_size
+  location_filters: int = 10  # K convolution filters over the previous weights ('location')
+  location_width: int = 31  # R, their (odd) width in source positions ('location')
   input_feeding: bool = False  # Luong input feeding: feed r_{t-1} to the next step
   bridge: str = "auto"  # 'auto', 'copy', 'project' or 'zero' (see the module docstring)
   tie_embeddings: bool = False  # output projection = target embedding^T (readout size becomes E)
@@ -89,7 +95,8 @@ class ModelConfig:
     for name in ("src_vocab_size", "tgt_vocab_size"):
       _check_int(name, getattr(self, name), NUM_SPECIAL_IDS + 1,
                  f"ids 0-{NUM_SPECIAL_IDS - 1} are reserved for pad/bos/eos/unk")
-    for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers", "scan_unroll"):
+    for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers", "scan_unroll",
+                 "location_filters", "location_width"):
       _check_int(name, getattr(self, name), 1)
     for name in ("encoder_hidden_size", "attention_size"):
       if getattr(self, name) is not None:
@@ -121,9 +128,12 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.input_feeding=True needs attention='luong' (got "
                        f"attention={self.attention!r}); Bahdanau attention always feeds its "
                        "context")
-    if self.attention_size is not None and self.attention != "bahdanau":
-      raise ValueError(f"ModelConfig.attention_size is only used by attention='bahdanau' (got "
-                       f"attention={self.attention!r}); leave it None")
+    if self.attention_size is not None and not self.additive_attention:
+      raise ValueError(f"ModelConfig.attention_size is only used by attention='bahdanau' or "
+                       f"'location' (got attention={self.attention!r}); leave it None")
+    if self.location_width % 2 == 0:
+      raise ValueError(f"ModelConfig.location_width={self.location_width} must be odd (the "
+                       "filters are centred on each source position)")
     if self.attention == "luong" and self.attention_score == "dot" \
         and self.memory_size != self.hidden_size:
       raise ValueError(
@@ -182,6 +192,7 @@ class ModelConfig:
   @property
   def decoder_input_size(self) -> int:
     extra = {"none": self.memory_size, "bahdanau": self.memory_size,
+             "location": self.memory_size,
              "luong": self.readout_size if self.input_feeding else 0}[self.attention]
     return self.embed_size + extra
 
@@ -196,9 +207,14 @@ class ModelConfig:
     return self.bridge
 
   @property
+  def additive_attention(self) -> bool:
+    """Bahdanau's score (with location features for 'location'): keys h W_k, query W_q s."""
+    return self.attention in ("bahdanau", "location")
+
+  @property
   def recurrent_attention(self) -> bool:
     """Whether each decoder step's input depends on attention (so decoding must scan steps)."""
-    return self.attention == "bahdanau" or (self.attention == "luong" and self.input_feeding)
+    return self.additive_attention or (self.attention == "luong" and self.input_feeding)
 
   @property
   def compute_dtype(self) -> Any:
@@ -220,6 +236,7 @@ class DecoderCarry(NamedTuple):
 
   rnn: tuple[rnn.Carry, ...]  # one float32 carry per decoder layer
   feed_BR: jax.Array  # previous readout r_{t-1} (Luong input feeding); [B, 0] otherwise
+  align_BS: jax.Array  # previous attention weights (attention='location'; zeros at first); [B, 0]
 
 
 class Encoded(NamedTuple):
@@ -249,12 +266,17 @@ def _init_bridge(rng: jax.Array, cfg: ModelConfig, param_dtype: Any) -> dict:
 
 
 def _init_attention(rng: jax.Array, cfg: ModelConfig, param_dtype: Any) -> dict:
-  if cfg.attention == "bahdanau":
+  if cfg.additive_attention:
     size = cfg.attention_size or cfg.hidden_size
-    k_q, k_k, k_v = jax.random.split(rng, 3)
-    return {"query": _dense_init(k_q, cfg.hidden_size, size, param_dtype),
-            "W_k": nn.initializers.lecun_normal()(k_k, (cfg.memory_size, size), param_dtype),
-            "v": nn.initializers.normal(size ** -0.5)(k_v, (size,), param_dtype)}
+    k_q, k_k, k_v, k_f, k_u = jax.random.split(rng, 5)
+    params = {"query": _dense_init(k_q, cfg.hidden_size, size, param_dtype),
+              "W_k": nn.initializers.lecun_normal()(k_k, (cfg.memory_size, size), param_dtype),
+              "v": nn.initializers.normal(size ** -0.5)(k_v, (size,), param_dtype)}
+    if cfg.attention == "location":
+      R, K = cfg.location_width, cfg.location_filters
+      params["F"] = nn.initializers.normal(R ** -0.5)(k_f, (R, K), param_dtype)
+      params["U"] = nn.initializers.lecun_normal()(k_u, (K, size), param_dtype)
+    return params
   # Luong 'general'; 'dot' has no parameters.
   return {"W_a": nn.initializers.lecun_normal()(rng, (cfg.memory_size, cfg.hidden_size),
                                                 param_dtype)}
@@ -295,7 +317,8 @@ def _bridge(p: Mapping[str, Any], cfg: ModelConfig, finals: list[rnn.Carry]) -> 
     states = tuple(tuple(comp[layer] for comp in per_component)
                    for layer in range(cfg.decoder_layers))
   feed_size = cfg.readout_size if cfg.input_feeding else 0
-  return DecoderCarry(rnn=states, feed_BR=jnp.zeros((B, feed_size), cfg.compute_dtype))
+  return DecoderCarry(rnn=states, feed_BR=jnp.zeros((B, feed_size), cfg.compute_dtype),
+                      align_BS=jnp.zeros((B, 0), jnp.float32))
 
 
 def encode(
@@ -315,14 +338,17 @@ def encode(
     merge = cfg.bidirectional_merge
     finals = [tuple(rnn.merge_directions(f, b, merge) for f, b in zip(fw, bw, strict=True))
               for fw, bw in finals]
-  if cfg.attention == "bahdanau":
+  if cfg.additive_attention:
     keys = rnn.matmul(memory_BSD, p["attention"]["W_k"], dtype).astype(dtype)
   elif cfg.attention == "luong" and cfg.attention_score == "general":
     keys = rnn.matmul(memory_BSD, p["attention"]["W_a"], dtype).astype(dtype)
   else:
     keys = memory_BSD
+  initial_carry = _bridge(p, cfg, finals)
+  if cfg.attention == "location":
+    initial_carry = initial_carry._replace(align_BS=jnp.zeros(mask_BS.shape, jnp.float32))
   return Encoded(memory_BSD=memory_BSD, keys_BSA=keys, mask_BS=mask_BS,
-                 context_BD=finals[-1][-1], initial_carry=_bridge(p, cfg, finals))
+                 context_BD=finals[-1][-1], initial_carry=initial_carry)
 
 
 def _readout(p: Mapping[str, Any], cfg: ModelConfig, h: jax.Array, ctx: jax.Array) -> jax.Array:
@@ -349,6 +375,20 @@ def _luong(cfg: ModelConfig, enc: Encoded, h_BTH: jax.Array) -> tuple[jax.Array,
   return w_BTS, attn.attend(w_BTS, enc.memory_BSD)
 
 
+def _additive_weights(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded,
+                      carry: DecoderCarry) -> jax.Array:
+  """Bahdanau (or location-aware) weights [B, S] from the previous top decoder state."""
+  query_BA = (rnn.matmul(carry.rnn[-1][-1], p["query"]["W"], cfg.compute_dtype)
+              + p["query"]["b"].astype(jnp.float32))
+  keys_BSA, v_A = enc.keys_BSA.astype(jnp.float32), p["v"].astype(jnp.float32)
+  if cfg.attention == "location":
+    location_BSK = attn.location_features(carry.align_BS, p["F"])
+    scores_BS = attn.location_scores(query_BA, keys_BSA, location_BSK, p["U"], v_A)
+  else:
+    scores_BS = attn.bahdanau_scores(query_BA, keys_BSA, v_A)
+  return attn.masked_softmax(scores_BS, enc.mask_BS)
+
+
 def _decoder_step(
     p: Mapping[str, Any],
     cfg: ModelConfig,
@@ -362,12 +402,8 @@ def _decoder_step(
   weights_BS = None
   if cfg.attention == "none":
     extra = [enc.context_BD.astype(dtype)]
-  elif cfg.attention == "bahdanau":
-    q = p["attention"]["query"]
-    query_BA = rnn.matmul(carry.rnn[-1][-1], q["W"], dtype) + q["b"].astype(jnp.float32)
-    weights_BS = attn.masked_softmax(
-        attn.bahdanau_scores(query_BA, enc.keys_BSA.astype(jnp.float32),
-                             p["attention"]["v"].astype(jnp.float32)), enc.mask_BS)
+  elif cfg.additive_attention:
+    weights_BS = _additive_weights(p["attention"], cfg, enc, carry)
     ctx_BD = attn.attend(weights_BS, enc.memory_BSD)
     extra = [ctx_BD.astype(dtype)]
   else:
@@ -382,7 +418,8 @@ def _decoder_step(
     weights_BS, ctx_BD = w_B1S[:, 0], ctx_B1D[:, 0]
   r_BR = _readout(p, cfg, h_BH, ctx_BD)
   feed_BR = r_BR if cfg.input_feeding else carry.feed_BR
-  return DecoderCarry(rnn=states, feed_BR=feed_BR), r_BR, weights_BS
+  align_BS = weights_BS if cfg.attention == "location" else carry.align_BS
+  return DecoderCarry(rnn=states, feed_BR=feed_BR, align_BS=align_BS), r_BR, weights_BS
 
 
 def decode(
@@ -468,8 +505,8 @@ class Seq2Seq(nn.Module):
     self.decoder = self.param("decoder", lambda k: rnn.init_stack_params(
         k, cfg.cell, cfg.decoder_input_size, cfg.hidden_size, cfg.decoder_layers,
         forget_bias=cfg.forget_bias, param_dtype=pd))
-    if cfg.attention == "bahdanau" or (cfg.attention == "luong"
-                                       and cfg.attention_score == "general"):
+    if cfg.additive_attention or (cfg.attention == "luong"
+                                  and cfg.attention_score == "general"):
       self.attention = self.param("attention", _init_attention, cfg, pd)
     self.readout = self.param("readout", _dense_init, cfg.hidden_size + cfg.memory_size,
                               cfg.readout_size, pd)
