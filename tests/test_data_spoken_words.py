@@ -71,3 +71,31 @@ def test_corpus_builds_offline_and_reads_back_as_16khz_audio_split_by_word_and_s
   again = spoken_words.speak(word, *spoken_words.rendition(word, 0))
   assert any(np.array_equal(again, a) for a in seen[word])
   assert not np.array_equal(seen[word][0], seen[word][1])
+
+
+@needs_espeak
+def test_open_dataset_reads_spoken_words_as_audio_pairs_with_spelling_or_phone_targets(tmp_path):
+  from s2s_jax.data import open_dataset
+  words = _fixture_dict(tmp_path / "words.dict", per_split=(2, 1, 1))
+  options = {"dict_path": str(tmp_path / "words.dict"), "num_words": 0, "renditions": 1,
+             "num_workers": 1}
+  ds = open_dataset("spoken_words", data_dir=str(tmp_path / "tfds"), options=options)
+  pairs = ds.split("train")
+  audio, texts = pairs.columns()
+  assert pairs.sample_rate == 16000 and len(pairs) == 2 == len(audio)
+  assert all(a.dtype == np.int16 and len(a) > 1000 for a in audio)
+  assert sorted(texts) == sorted(w for w in words if cmudict.split_of(w) == "train")
+  assert pairs.all_references() == [[t] for t in texts]
+  phones = open_dataset("spoken_words", data_dir=str(tmp_path / "tfds"),
+                        options={**options, "target": "phones"}).split("train")
+  assert [phones[i][1] for i in range(2)] == [words[t] for t in texts]
+  np.testing.assert_array_equal(phones[0][0], pairs[0][0])  # the same prepared audio
+  with pytest.raises(ValueError, match="target='spelling' is invalid"):
+    open_dataset("spoken_words", data_dir=str(tmp_path / "tfds"),
+                 options={**options, "target": "spelling"})
+
+
+def test_catalog_speech_datasets_that_need_tensorflow_say_so():
+  from s2s_jax.data import open_dataset
+  with pytest.raises(ValueError, match="cannot construct 'librispeech' without TensorFlow"):
+    open_dataset("librispeech")

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
@@ -77,19 +78,57 @@ class TextPairs:
 
 
 @dataclasses.dataclass(frozen=True)
+class AudioPairs:
+  """One split of a speech dataset as a random-access sequence of (int16 samples, transcript);
+  every utterance is at `sample_rate` Hz."""
+
+  source: Any  # a tfds random-access data source of dict examples
+  audio_key: str
+  text_key: str
+  sample_rate: int
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+    example = self.source[index]
+    return np.asarray(example[self.audio_key], np.int16), _text(example[self.text_key])
+
+  def columns(self, chunk: int = 1024, desc: str | None = None
+              ) -> tuple[list[np.ndarray], list[str]]:
+    """All waveforms and all transcripts, in order, read in one pass."""
+    audio, texts = [], []
+    with tqdm.tqdm(total=len(self), desc=desc, unit=" utterances", disable=None) as progress:
+      for start in range(0, len(self), chunk):
+        stop = min(len(self), start + chunk)
+        for example in self.source.__getitems__(list(range(start, stop))):
+          audio.append(np.asarray(example[self.audio_key], np.int16))
+          texts.append(_text(example[self.text_key]))
+        progress.update(stop - start)
+    return audio, texts
+
+  def all_references(self) -> list[list[str]]:
+    return [[text] for text in self.columns()[1]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A prepared dataset: its tfds builder and which features are source / target."""
+  """A prepared dataset: its tfds builder and which features are source / target.
+
+  A speech dataset (`sample_rate` set) reads its splits as `AudioPairs`, others as `TextPairs`.
+  """
 
   builder: tfds.core.DatasetBuilder
   source_key: str
   target_key: str
   references_key: str | None = None
+  sample_rate: int | None = None  # Hz, for a speech dataset (audio source)
 
   @property
   def splits(self) -> list[str]:
     return list(self.builder.info.splits.keys())
 
-  def split(self, name: str) -> TextPairs:
+  def split(self, name: str) -> TextPairs | AudioPairs:
     try:
       source = self.builder.as_data_source(split=name)
     except Exception as e:
@@ -98,6 +137,8 @@ class Dataset:
           f"({e}). Prepared splits: {self.splits}. A catalog dataset must be prepared first: "
           f"tfds.builder({self.builder.name!r}, data_dir=...).download_and_prepare("
           "file_format='array_record')") from e
+    if self.sample_rate:
+      return AudioPairs(source, self.source_key, self.target_key, self.sample_rate)
     return TextPairs(source, self.source_key, self.target_key, self.references_key)
 
   @property
@@ -125,6 +166,8 @@ def open_dataset(name: str, *, data_dir: str | None = None,
   if base == "cmudict":
     builder = _cmudict_builder(name, data_dir, options)
     return Dataset(builder, "source", "target", "references")
+  if base == "spoken_words":
+    return _spoken_words(data_dir, options)
   if base == "parallel_text":
     config = parallel_text.make_config(**options)
     builder = parallel_text.ParallelText(config=config, data_dir=data_dir,
@@ -142,7 +185,30 @@ DATASET_OPTIONS = {
                       "configs/translate.py"),
     "catalog": (("source_key", "target_key", "download"), (), "configs/translate.py with "
                 "--config.data.dataset=<name>"),
+    "spoken_words": (("num_words", "renditions", "dict_path", "num_workers", "target"), (),
+                     "the spoken_words options in docs/speech.md"),
 }
+
+
+def _spoken_words(data_dir, options) -> Dataset:
+  from s2s_jax.data import spoken_words
+  target = options.pop("target", "") or "text"
+  if target not in ("text", "phones"):
+    raise ValueError(f"spoken_words option target={target!r} is invalid; allowed: 'text' (the "
+                     "spelling), 'phones'")
+  if options.get("dict_path"):
+    options["dict_path"] = textfiles.check_exists(options["dict_path"], "spoken_words dict_path")
+  defaults = spoken_words.SpokenWordsConfig(name="default")
+  values = {k: getattr(defaults, k) if options.get(k) in (None, "") else options[k]
+            for k in ("num_words", "renditions", "dict_path", "num_workers")}
+  fingerprint = textfiles.fingerprint([values["dict_path"]])[:12] if values["dict_path"] else ""
+  name = f"w{values['num_words']}-r{values['renditions']}" + (f"-{fingerprint}" if fingerprint
+                                                               else "")
+  config = spoken_words.SpokenWordsConfig(name=name, **values)
+  builder = spoken_words.SpokenWords(config=config, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  return Dataset(builder, "audio", target, sample_rate=spoken_words.SAMPLE_RATE)
 
 
 def _check_options(name: str, kind: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +253,15 @@ def _cmudict_builder(name, data_dir, options):
 
 
 def _catalog_dataset(name, data_dir, options):
-  builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  except ModuleNotFoundError as e:
+    if "tensorflow" not in str(e):
+      raise
+    # e.g. librispeech, speech_commands, spoken_digit: their Audio features need TensorFlow.
+    raise ValueError(f"tfds cannot construct {name!r} without TensorFlow (its features need it), "
+                     "and s2s_jax reads data without TensorFlow; for speech, the offline "
+                     "spoken_words corpus works (docs/speech.md)") from None
   if options.get("download"):
     builder.download_and_prepare(file_format="array_record")
   keys = builder.info.supervised_keys
