@@ -161,15 +161,14 @@ class Pipeline:
     if not 0 <= self.process_index < self.process_count:
       raise ValueError(f"process_index={self.process_index} not in [0, {self.process_count})")
 
-    src_len = np.diff(data.src_offsets) + int(config.source_eos)
-    tgt_len = np.diff(data.tgt_offsets) + 1
+    src_len, tgt_len, bucket_len = self._lengths()
     lengths = config.bucket_lengths
     max_src = config.max_source_length or lengths[-1]
     max_tgt = config.max_target_length or lengths[-1]
     too_long_src = src_len > max_src
     too_long_tgt = ~too_long_src & (tgt_len > max_tgt)
     keep = ~(too_long_src | too_long_tgt)
-    bucket = np.searchsorted(np.asarray(lengths), np.maximum(src_len, tgt_len))
+    bucket = np.searchsorted(np.asarray(lengths), bucket_len)
     self._members = [np.flatnonzero(keep & (bucket == b)) for b in range(len(lengths))]
     dropped = {f"source longer than {max_src}": int(too_long_src.sum()),
                f"target longer than {max_tgt}": int(too_long_tgt.sum())}
@@ -187,6 +186,13 @@ class Pipeline:
     report("%s: %s", name, self.stats.summary())
     if self.batches_per_epoch == 0:
       raise ValueError(f"{name}: no example fits the length limits ({self.stats.summary()})")
+
+  def _lengths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example: (source length, target length, the length its bucket must hold). Source and
+    target share the bucket's padded length here: the larger of the two picks it."""
+    src_len = np.diff(self.data.src_offsets) + int(self.config.source_eos)
+    tgt_len = np.diff(self.data.tgt_offsets) + 1
+    return src_len, tgt_len, np.maximum(src_len, tgt_len)
 
   @property
   def bucket_shapes(self) -> list[tuple[int, int]]:

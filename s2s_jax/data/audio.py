@@ -1,0 +1,115 @@
+"""Speech batches: waveforms bucketed by frame count, transcripts as token ids.
+
+`AudioSplit` holds a split's int16 samples (one flat array and offsets, like `TokenizedSplit`)
+and its target ids; `AudioPipeline` is the grain pipeline of `Pipeline` (same shuffling, epochs,
+exact resume, per-host rows) with buckets of frame counts. Each batch is a dict of arrays for
+this host's rows:
+  audio [B, N] int16 (N = the samples of the bucket's frame count: (L - 1) * hop + frame
+  length; zeros after each utterance), audio_len [B] int32 (samples), tgt_in / tgt_out [B, T]
+  (T = max_target_length), index [B] (-1 for an empty row).
+The features are computed from `audio` on device (`s2s_jax.features`), so the frame count here
+is the one `features.num_frames` gives.
+
+BatchingConfig's fields read in frames on the source side: `max_tokens` is padded frames per
+global batch, `bucket_lengths` the padded frame counts, `max_source_length` the most frames
+kept; `max_target_length` (required) is the padded target length of every batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import numpy as np
+
+from s2s_jax.data.pipeline import Batch, BatchingConfig, Pipeline
+from s2s_jax.data.tokenizers import Tokenizer
+from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioSplit:
+  """Utterance i's samples are `samples[offsets[i]:offsets[i + 1]]`; its target ids likewise."""
+
+  samples: np.ndarray  # int16
+  offsets: np.ndarray  # [N + 1]
+  tgt_ids: np.ndarray
+  tgt_offsets: np.ndarray  # [N + 1]
+
+  @classmethod
+  def build(cls, pairs: Iterable[tuple[np.ndarray, str]], target: Tokenizer) -> AudioSplit:
+    """Reads every (samples, transcript) pair, e.g. an `AudioPairs`, in order."""
+    audio, ids = [], []
+    for samples, text in pairs:
+      audio.append(np.asarray(samples, np.int16))
+      ids.append(np.asarray(target.encode(text), np.int32))
+    offsets = np.zeros(len(audio) + 1, np.int64)
+    np.cumsum([len(a) for a in audio], out=offsets[1:])
+    tgt_offsets = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum([len(t) for t in ids], out=tgt_offsets[1:])
+    return cls(np.concatenate(audio) if audio else np.zeros(0, np.int16), offsets,
+               np.concatenate(ids) if ids else np.zeros(0, np.int32), tgt_offsets)
+
+  def __len__(self) -> int:
+    return len(self.offsets) - 1
+
+  def audio(self, i: int) -> np.ndarray:
+    return self.samples[self.offsets[i]:self.offsets[i + 1]]
+
+  def target(self, i: int) -> np.ndarray:
+    return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
+
+
+class AudioPipeline(Pipeline):
+  """`Pipeline` for speech: buckets by frame count (see the module docstring)."""
+
+  def __init__(self, data: AudioSplit, config: BatchingConfig, *, frame_length: int,
+               hop_length: int, **kw):
+    if config.max_target_length is None:
+      raise ValueError("AudioPipeline needs BatchingConfig.max_target_length: the padded "
+                       "target length of every batch")
+    if config.source_eos:
+      config = dataclasses.replace(config, source_eos=False)  # a waveform has no EOS
+    self.frame_length, self.hop_length = frame_length, hop_length
+    super().__init__(data, config, **kw)
+
+  def frames(self, num_samples: np.ndarray) -> np.ndarray:
+    """Frames that fit inside each utterance (as `features.num_frames` counts them)."""
+    n = np.asarray(num_samples)
+    return np.where(n >= self.frame_length, 1 + (n - self.frame_length) // self.hop_length, 0)
+
+  def samples_for(self, frames: int) -> int:
+    """The samples a bucket of `frames` frames holds."""
+    return (frames - 1) * self.hop_length + self.frame_length
+
+  def _lengths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src_frames = self.frames(np.diff(self.data.offsets))
+    tgt_len = np.diff(self.data.tgt_offsets) + 1
+    return src_frames, tgt_len, src_frames  # the frame count alone picks the bucket
+
+  def _load(self, position: tuple[int, int]) -> Batch:
+    epoch, k = position
+    b, members = self._plan(epoch)[k]
+    rows, frames = self.bucket_shapes[b]
+    index = np.full(rows * self.process_count, -1, np.int32)
+    index[:len(members)] = members
+    index = index[self.process_index * rows:(self.process_index + 1) * rows]
+    T = self.config.max_target_length
+    batch = {"audio": np.zeros((rows, self.samples_for(frames)), np.int16),
+             "audio_len": np.zeros(rows, np.int32),
+             "tgt_in": np.full((rows, T), PAD_ID, np.int32),
+             "tgt_out": np.full((rows, T), PAD_ID, np.int32)}
+    for row, i in enumerate(index):
+      if i < 0:
+        continue
+      # Samples past the bucket's last whole frame cannot enter any frame: leave them out.
+      audio = self.data.audio(i)[:batch["audio"].shape[1]]
+      tgt = self.data.target(i)
+      batch["audio"][row, :len(audio)] = audio
+      batch["audio_len"][row] = len(audio)
+      batch["tgt_in"][row, 0] = BOS_ID
+      batch["tgt_in"][row, 1:len(tgt) + 1] = tgt
+      batch["tgt_out"][row, :len(tgt)] = tgt
+      batch["tgt_out"][row, len(tgt)] = EOS_ID
+    batch["index"] = index
+    return batch
