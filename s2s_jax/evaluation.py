@@ -17,13 +17,13 @@ import jax
 from s2s_jax import losses, metrics, parallel
 from s2s_jax import search as search_lib
 from s2s_jax.inputs import Inputs
-from s2s_jax.model import ModelConfig, Seq2Seq
+from s2s_jax.model import ModelConfig, Seq2Seq, batch_source
 
 
 def eval_step(params: Any, apply_fn: Callable, batch: Mapping[str, jax.Array]
               ) -> dict[str, jax.Array]:
   """Summed (unsmoothed) cross-entropy, token count and correct tokens of a batch."""
-  logits_BTV = apply_fn({"params": params}, batch["src"], batch["tgt_in"])
+  logits_BTV = apply_fn({"params": params}, batch_source(batch), batch["tgt_in"])
   loss_sum, tokens = losses.cross_entropy(logits_BTV, batch["tgt_out"])
   correct, _ = losses.token_accuracy(logits_BTV, batch["tgt_out"])
   return {"loss_sum": loss_sum, "tokens": tokens, "correct": correct}

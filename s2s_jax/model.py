@@ -43,13 +43,14 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax import attention as attn
-from s2s_jax import rnn
+from s2s_jax import features, rnn
 from s2s_jax.special_ids import NUM_SPECIAL_IDS, PAD_ID
 
 ATTENTION_TYPES = ("none", "bahdanau", "luong", "location")
 ATTENTION_SCORES = ("dot", "general")
 BRIDGE_MODES = ("auto", "copy", "project", "zero")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+SOURCES = ("tokens", "audio")
 PARAM_DTYPES = ("float32", "bfloat16")
 
 
@@ -90,13 +91,23 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype of matmuls; states, softmaxes and logits stay float32
   param_dtype: str = "float32"  # dtype the parameters are stored in
   scan_unroll: int = 1  # lax.scan unroll factor of the recurrent loops
+  # Speech: source='audio' reads int16 waveforms with their lengths, `(audio_BN, num_samples_B)`,
+  # instead of token ids; the encoder reads their log-mel features, computed on device
+  # (s2s_jax.features). src_vocab_size is then unused.
+  source: str = "tokens"  # 'tokens' or 'audio'
+  num_mels: int = 80  # F, mel bins of the features (source='audio')
+  sample_rate: int = 16000  # Hz of the waveforms (source='audio')
+  spec_augment: bool = False  # SpecAugment masks on the features while training ('audio')
+  encoder_reduce: int = 1  # pyramidal encoder (LAS): layers from the second on read this many
+  # stacked frames of the layer below, so the memory has ceil(S / r ** (layers - 1)) steps
 
   def __post_init__(self) -> None:
     for name in ("src_vocab_size", "tgt_vocab_size"):
       _check_int(name, getattr(self, name), NUM_SPECIAL_IDS + 1,
                  f"ids 0-{NUM_SPECIAL_IDS - 1} are reserved for pad/bos/eos/unk")
     for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers", "scan_unroll",
-                 "location_filters", "location_width"):
+                 "location_filters", "location_width", "num_mels", "sample_rate",
+                 "encoder_reduce"):
       _check_int(name, getattr(self, name), 1)
     for name in ("encoder_hidden_size", "attention_size"):
       if getattr(self, name) is not None:
@@ -104,13 +115,14 @@ class ModelConfig:
     for name, allowed in (("cell", rnn.CELL_TYPES), ("bidirectional_merge", rnn.MERGE_MODES),
                           ("attention", ATTENTION_TYPES), ("attention_score", ATTENTION_SCORES),
                           ("bridge", BRIDGE_MODES), ("dtype", COMPUTE_DTYPES),
+                          ("source", SOURCES),
                           ("param_dtype", PARAM_DTYPES)):
       value = getattr(self, name)
       if value not in allowed:
         raise ValueError(f"ModelConfig.{name}={value!r} is invalid; allowed values: "
                          + ", ".join(repr(a) for a in allowed))
     for name in ("bidirectional", "residual", "input_feeding", "tie_embeddings",
-                 "share_embeddings"):
+                 "share_embeddings", "spec_augment"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid; "
                          "allowed values: True, False")
@@ -123,7 +135,9 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.forget_bias={self.forget_bias!r} is invalid; "
                        "allowed values: a finite number")
 
-    # Combinations.
+    self._check_combinations()
+
+  def _check_combinations(self) -> None:
     if self.input_feeding and self.attention != "luong":
       raise ValueError(f"ModelConfig.input_feeding=True needs attention='luong' (got "
                        f"attention={self.attention!r}); Bahdanau attention always feeds its "
@@ -147,6 +161,12 @@ class ModelConfig:
           f"{self.encoder_layers} and {self.decoder_layers}) and an encoder final-state size "
           f"({self.memory_size}) equal to hidden_size ({self.hidden_size}); use 'auto' or "
           "'project'")
+    if self.source == "audio" and self.share_embeddings:
+      raise ValueError("ModelConfig.share_embeddings=True needs a token source; "
+                       "source='audio' has no source embedding")
+    if self.encoder_reduce > 1 and self.residual:
+      raise ValueError(f"ModelConfig.encoder_reduce={self.encoder_reduce} needs residual=False: "
+                       "a pyramidal layer's input and output differ in length")
     if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
       raise ValueError(
           f"ModelConfig.share_embeddings=True needs src_vocab_size == tgt_vocab_size (got "
@@ -174,6 +194,15 @@ class ModelConfig:
     return dataclasses.asdict(self)
 
   # Derived sizes.
+  @property
+  def feature_config(self) -> features.FeatureConfig:
+    """The log-mel front end of source='audio'."""
+    return features.FeatureConfig(sample_rate=self.sample_rate, num_mels=self.num_mels)
+
+  @property
+  def encoder_input_size(self) -> int:
+    return self.num_mels if self.source == "audio" else self.embed_size
+
   @property
   def encoder_size(self) -> int:
     """Encoder units per layer and direction."""
@@ -321,19 +350,40 @@ def _bridge(p: Mapping[str, Any], cfg: ModelConfig, finals: list[rnn.Carry]) -> 
                       align_BS=jnp.zeros((B, 0), jnp.float32))
 
 
+def batch_source(batch: Mapping[str, Any]) -> Any:
+  """A batch's source as the model reads it: token ids `src`, or `(audio, audio_len)`."""
+  return (batch["audio"], batch["audio_len"]) if "audio" in batch else batch["src"]
+
+
+def _encoder_inputs(p: Mapping[str, Any], cfg: ModelConfig, src: Any, rng: jax.Array | None
+                    ) -> tuple[jax.Array, jax.Array]:
+  """(encoder inputs [B, S, X], lengths [B]): embedded ids, or the waveforms' log-mel
+  features (SpecAugment-masked while training, with `spec_augment`)."""
+  if cfg.source == "audio":
+    audio_BN, num_samples_B = src
+    feats_BSF, frames_B = features.log_mel(audio_BN, num_samples_B, cfg.feature_config)
+    if rng is not None and cfg.spec_augment:
+      feats_BSF = features.spec_augment(feats_BSF, frames_B, rng)
+    return feats_BSF.astype(cfg.compute_dtype), frames_B
+  emb_BSE = rnn.dropout(rng, _embed(p["src_embedding"], src, cfg.compute_dtype), cfg.dropout)
+  return emb_BSE, jnp.sum(src != PAD_ID, axis=1)
+
+
 def encode(
-    p: Mapping[str, Any], cfg: ModelConfig, src_BS: jax.Array, rng: jax.Array | None = None
+    p: Mapping[str, Any], cfg: ModelConfig, src: Any, rng: jax.Array | None = None
 ) -> Encoded:
-  """Runs the encoder and the bridge. `rng` enables dropout (None: evaluation)."""
+  """Runs the encoder and the bridge on `src`: int32 ids [B, S] with trailing PAD_ID, or for
+  source='audio' `(int16 waveforms [B, N], samples [B])`. `rng` enables dropout (None:
+  evaluation)."""
   dtype = cfg.compute_dtype
-  mask_BS = src_BS != PAD_ID
-  lengths_B = jnp.sum(mask_BS, axis=1)
   rng_emb, rng_rnn = _split_rng(rng, 2)
-  emb_BSE = rnn.dropout(rng_emb, _embed(p["src_embedding"], src_BS, dtype), cfg.dropout)
+  x_BSX, lengths_B = _encoder_inputs(p, cfg, src, rng_emb)
   memory_BSD, finals = rnn.rnn_stack(
-      cfg.cell, p["encoder"], emb_BSE, lengths_B, bidirectional=cfg.bidirectional,
+      cfg.cell, p["encoder"], x_BSX, lengths_B, bidirectional=cfg.bidirectional,
       merge=cfg.bidirectional_merge, residual=cfg.residual, dropout_rate=cfg.dropout,
-      rng=rng_rnn, dtype=dtype, unroll=cfg.scan_unroll)
+      rng=rng_rnn, dtype=dtype, unroll=cfg.scan_unroll, reduce_factor=cfg.encoder_reduce)
+  top_B = rnn.reduced_lengths(lengths_B, cfg.encoder_reduce, cfg.encoder_layers - 1)
+  mask_BS = jnp.arange(memory_BSD.shape[1])[None, :] < top_B[:, None]
   if cfg.bidirectional:
     merge = cfg.bidirectional_merge
     finals = [tuple(rnn.merge_directions(f, b, merge) for f, b in zip(fw, bw, strict=True))
@@ -491,15 +541,16 @@ class Seq2Seq(nn.Module):
     cfg = self.config
     pd = jnp.dtype(cfg.param_dtype)
     embed_init = nn.initializers.normal(stddev=cfg.embed_size ** -0.5)
-    self.src_embedding = self.param("src_embedding", embed_init,
-                                    (cfg.src_vocab_size, cfg.embed_size), pd)
+    if cfg.source == "tokens":
+      self.src_embedding = self.param("src_embedding", embed_init,
+                                      (cfg.src_vocab_size, cfg.embed_size), pd)
     if not cfg.share_embeddings:
       self.tgt_embedding = self.param("tgt_embedding", embed_init,
                                       (cfg.tgt_vocab_size, cfg.embed_size), pd)
     self.encoder = self.param("encoder", lambda k: rnn.init_stack_params(
-        k, cfg.cell, cfg.embed_size, cfg.encoder_size, cfg.encoder_layers,
+        k, cfg.cell, cfg.encoder_input_size, cfg.encoder_size, cfg.encoder_layers,
         bidirectional=cfg.bidirectional, merge=cfg.bidirectional_merge,
-        forget_bias=cfg.forget_bias, param_dtype=pd))
+        forget_bias=cfg.forget_bias, param_dtype=pd, reduce_factor=cfg.encoder_reduce))
     if cfg.resolved_bridge == "project":
       self.bridge = self.param("bridge", _init_bridge, cfg, pd)
     self.decoder = self.param("decoder", lambda k: rnn.init_stack_params(
@@ -526,8 +577,8 @@ class Seq2Seq(nn.Module):
     enc = self.encode(src_BS, deterministic=deterministic)
     return self.decode(enc, tgt_in_BT, deterministic=deterministic)
 
-  def encode(self, src_BS: jax.Array, *, deterministic: bool = True) -> Encoded:
-    """Encodes int32 source ids [B, S] (trailing PAD_ID padding)."""
+  def encode(self, src_BS: Any, *, deterministic: bool = True) -> Encoded:
+    """Encodes int32 source ids [B, S] (trailing PAD_ID padding), or `(audio, samples)`."""
     return encode(self.variables["params"], self.config, src_BS, self._rng(deterministic))
 
   def decode(self, enc: Encoded, tgt_in_BT: jax.Array, *, deterministic: bool = True,

@@ -40,7 +40,7 @@ from s2s_jax import checkpoint, losses, optim, parallel, plots
 from s2s_jax.evaluation import Evaluator
 from s2s_jax.inputs import prepare_inputs
 from s2s_jax.metrics_log import MetricsLog
-from s2s_jax.model import ModelConfig, Seq2Seq
+from s2s_jax.model import ModelConfig, Seq2Seq, batch_source
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def create_train_state(rng: jax.Array, model: Seq2Seq, tx: optax.GradientTransfo
   """Initial parameters and optimizer state; with `ema`, a moving average starting at them."""
   # Eager on purpose: with jax 0.10.2 on CPU, a jitted init (orthogonal init's QR inside) left
   # a later while-loop decode of the reference workload hanging in the same process.
-  params = model.init(rng, example["src"][:1], example["tgt_in"][:1])["params"]
+  src = jax.tree.map(lambda x: x[:1], batch_source(example))
+  params = model.init(rng, src, example["tgt_in"][:1])["params"]
   # A copy, not the same buffers: the jitted step donates the state.
   ema_params = jax.tree.map(jnp.copy, params) if ema else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
@@ -94,7 +95,8 @@ def eval_params(state: TrainState) -> Any:
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                label_smoothing: float = 0.0, accumulate_steps: int = 1, ema_decay: float = 0.0,
                axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on `batch` (src [B, S], tgt_in / tgt_out [B, T]); pure.
+  """One optimizer step on `batch` (src [B, S] or audio [B, N] + audio_len [B], tgt_in / tgt_out
+  [B, T]); pure.
 
   `ema_decay` is used when the state carries `ema_params`; the average moves only on steps
   that update the parameters (every `accumulate_steps`-th).
@@ -104,7 +106,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
 
   def loss_fn(params):
-    logits_BTV = state.apply_fn({"params": params}, batch["src"], batch["tgt_in"],
+    logits_BTV = state.apply_fn({"params": params}, batch_source(batch), batch["tgt_in"],
                                 deterministic=False, rngs={"dropout": dropout_rng})
     return losses.cross_entropy(logits_BTV, batch["tgt_out"], label_smoothing=label_smoothing)
 
