@@ -9,7 +9,7 @@ import pytest
 
 from s2s_jax import features
 from s2s_jax.data import VocabTokenizer
-from s2s_jax.data.audio import AudioPipeline, AudioSplit
+from s2s_jax.data.audio import AudioPipeline, audio_split
 from s2s_jax.data.pipeline import BatchingConfig
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
@@ -23,7 +23,7 @@ def _split(seed=0, n=30):
   audio = [rng.integers(-3000, 3000, k).astype(np.int16) for k in lengths]
   texts = ["".join(rng.choice(list("abcde"), rng.integers(1, 10))) for _ in range(n)]
   tok = VocabTokenizer.train("char", texts)
-  return AudioSplit.build(zip(audio, texts, strict=True), tok), audio, texts, tok
+  return audio_split(zip(audio, texts, strict=True), tok), audio, texts, tok
 
 
 def _pipeline(data, **kw):

@@ -1,7 +1,7 @@
 """Speech batches: waveforms bucketed by frame count, transcripts as token ids.
 
-`AudioSplit` holds a split's int16 samples (one flat array and offsets, like `TokenizedSplit`)
-and its target ids; `AudioPipeline` is the grain pipeline of `Pipeline` (same shuffling, epochs,
+`audio_split` reads a split's int16 samples and target ids into a `TokenizedSplit` (its
+sources are samples); `AudioPipeline` is the grain pipeline of `Pipeline` (same shuffling, epochs,
 exact resume, per-host rows) with buckets of frame counts. Each batch is a dict of arrays for
 this host's rows:
   audio [B, N] int16 (N = the samples of the bucket's frame count: (L - 1) * hop + frame
@@ -22,48 +22,25 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from s2s_jax.data.pipeline import Batch, BatchingConfig, Pipeline
+from s2s_jax.data.pipeline import Batch, BatchingConfig, Pipeline, TokenizedSplit, flatten
 from s2s_jax.data.tokenizers import Tokenizer
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 
-@dataclasses.dataclass(frozen=True)
-class AudioSplit:
-  """Utterance i's samples are `samples[offsets[i]:offsets[i + 1]]`; its target ids likewise."""
-
-  samples: np.ndarray  # int16
-  offsets: np.ndarray  # [N + 1]
-  tgt_ids: np.ndarray
-  tgt_offsets: np.ndarray  # [N + 1]
-
-  @classmethod
-  def build(cls, pairs: Iterable[tuple[np.ndarray, str]], target: Tokenizer) -> AudioSplit:
-    """Reads every (samples, transcript) pair, e.g. an `AudioPairs`, in order."""
-    audio, ids = [], []
-    for samples, text in pairs:
-      audio.append(np.asarray(samples, np.int16))
-      ids.append(np.asarray(target.encode(text), np.int32))
-    offsets = np.zeros(len(audio) + 1, np.int64)
-    np.cumsum([len(a) for a in audio], out=offsets[1:])
-    tgt_offsets = np.zeros(len(ids) + 1, np.int64)
-    np.cumsum([len(t) for t in ids], out=tgt_offsets[1:])
-    return cls(np.concatenate(audio) if audio else np.zeros(0, np.int16), offsets,
-               np.concatenate(ids) if ids else np.zeros(0, np.int32), tgt_offsets)
-
-  def __len__(self) -> int:
-    return len(self.offsets) - 1
-
-  def audio(self, i: int) -> np.ndarray:
-    return self.samples[self.offsets[i]:self.offsets[i + 1]]
-
-  def target(self, i: int) -> np.ndarray:
-    return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
+def audio_split(pairs: Iterable[tuple[np.ndarray, str]], target: Tokenizer) -> TokenizedSplit:
+  """A speech split, e.g. an `AudioPairs`, as a `TokenizedSplit` whose sources are int16 samples
+  and whose targets are the transcripts' ids."""
+  audio, ids = [], []
+  for samples, text in pairs:
+    audio.append(np.asarray(samples, np.int16))
+    ids.append(target.encode(text))
+  return TokenizedSplit(*flatten(audio, np.int16), *flatten(ids, np.int32))
 
 
 class AudioPipeline(Pipeline):
   """`Pipeline` for speech: buckets by frame count (see the module docstring)."""
 
-  def __init__(self, data: AudioSplit, config: BatchingConfig, *, frame_length: int,
+  def __init__(self, data: TokenizedSplit, config: BatchingConfig, *, frame_length: int,
                hop_length: int, **kw):
     if config.max_target_length is None:
       raise ValueError("AudioPipeline needs BatchingConfig.max_target_length: the padded "
@@ -83,7 +60,7 @@ class AudioPipeline(Pipeline):
     return (frames - 1) * self.hop_length + self.frame_length
 
   def _lengths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src_frames = self.frames(np.diff(self.data.offsets))
+    src_frames = self.frames(np.diff(self.data.src_offsets))
     tgt_len = np.diff(self.data.tgt_offsets) + 1
     return src_frames, tgt_len, src_frames  # the frame count alone picks the bucket
 
@@ -103,7 +80,7 @@ class AudioPipeline(Pipeline):
       if i < 0:
         continue
       # Samples past the bucket's last whole frame cannot enter any frame: leave them out.
-      audio = self.data.audio(i)[:batch["audio"].shape[1]]
+      audio = self.data.source(i)[:batch["audio"].shape[1]]
       tgt = self.data.target(i)
       batch["audio"][row, :len(audio)] = audio
       batch["audio_len"][row] = len(audio)

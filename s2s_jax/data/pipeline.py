@@ -85,7 +85,8 @@ class BatchingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedSplit:
-  """A split's token ids: example i's source is `src_ids[src_offsets[i]:src_offsets[i + 1]]`."""
+  """A split's token ids: example i's source is `src_ids[src_offsets[i]:src_offsets[i + 1]]`.
+  For speech (`audio.audio_split`), the source "ids" are the utterance's int16 samples."""
 
   src_ids: np.ndarray
   src_offsets: np.ndarray  # [N + 1]
@@ -101,7 +102,7 @@ class TokenizedSplit:
       src.append(source.encode(source_text))
       tgt.append(target.encode(target_text))
     dtype = np.uint16 if max(source.vocab_size, target.vocab_size) <= 1 << 16 else np.int32
-    return cls(*_flatten(src, dtype), *_flatten(tgt, dtype))
+    return cls(*flatten(src, dtype), *flatten(tgt, dtype))
 
   def __len__(self) -> int:
     return len(self.src_offsets) - 1
@@ -113,10 +114,11 @@ class TokenizedSplit:
     return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
 
 
-def _flatten(seqs: Sequence[Sequence[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
+def flatten(seqs: Sequence[Sequence[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
+  """(the sequences concatenated, offsets [N + 1]): sequence i is flat[offsets[i]:offsets[i+1]]."""
   offsets = np.zeros(len(seqs) + 1, np.int64)
   np.cumsum([len(s) for s in seqs], out=offsets[1:])
-  flat = np.fromiter((t for s in seqs for t in s), dtype=dtype, count=int(offsets[-1]))
+  flat = np.concatenate([np.asarray(s, dtype) for s in seqs]) if seqs else np.zeros(0, dtype)
   return flat, offsets
 
 
