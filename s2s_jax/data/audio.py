@@ -22,9 +22,16 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from s2s_jax.data.pipeline import Batch, BatchingConfig, Pipeline, TokenizedSplit, flatten
+from s2s_jax.data.pipeline import (
+    Batch,
+    BatchingConfig,
+    Pipeline,
+    TokenizedSplit,
+    flatten,
+    put_target,
+)
 from s2s_jax.data.tokenizers import Tokenizer
-from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
+from s2s_jax.special_ids import PAD_ID
 
 
 def audio_split(pairs: Iterable[tuple[np.ndarray, str]], target: Tokenizer) -> TokenizedSplit:
@@ -65,13 +72,8 @@ class AudioPipeline(Pipeline):
     return src_frames, tgt_len, src_frames  # the frame count alone picks the bucket
 
   def _load(self, position: tuple[int, int]) -> Batch:
-    epoch, k = position
-    b, members = self._plan(epoch)[k]
-    rows, frames = self.bucket_shapes[b]
-    index = np.full(rows * self.process_count, -1, np.int32)
-    index[:len(members)] = members
-    index = index[self.process_index * rows:(self.process_index + 1) * rows]
-    T = self.config.max_target_length
+    index, frames = self._rows(position)
+    rows, T = len(index), self.config.max_target_length
     batch = {"audio": np.zeros((rows, self.samples_for(frames)), np.int16),
              "audio_len": np.zeros(rows, np.int32),
              "tgt_in": np.full((rows, T), PAD_ID, np.int32),
@@ -84,9 +86,6 @@ class AudioPipeline(Pipeline):
       tgt = self.data.target(i)
       batch["audio"][row, :len(audio)] = audio
       batch["audio_len"][row] = len(audio)
-      batch["tgt_in"][row, 0] = BOS_ID
-      batch["tgt_in"][row, 1:len(tgt) + 1] = tgt
-      batch["tgt_out"][row, :len(tgt)] = tgt
-      batch["tgt_out"][row, len(tgt)] = EOS_ID
+      put_target(batch, row, tgt)
     batch["index"] = index
     return batch

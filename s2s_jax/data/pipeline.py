@@ -114,6 +114,14 @@ class TokenizedSplit:
     return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
 
 
+def put_target(batch: Batch, row: int, tgt: np.ndarray) -> None:
+  """Writes a target's ids into a batch row: tgt_in = BOS + ids, tgt_out = ids + EOS."""
+  batch["tgt_in"][row, 0] = BOS_ID
+  batch["tgt_in"][row, 1:len(tgt) + 1] = tgt
+  batch["tgt_out"][row, :len(tgt)] = tgt
+  batch["tgt_out"][row, len(tgt)] = EOS_ID
+
+
 def flatten(seqs: Sequence[Sequence[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
   """(the sequences concatenated, offsets [N + 1]): sequence i is flat[offsets[i]:offsets[i+1]]."""
   offsets = np.zeros(len(seqs) + 1, np.int64)
@@ -232,13 +240,19 @@ class Pipeline:
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(ds)
 
-  def _load(self, position: tuple[int, int]) -> Batch:
+  def _rows(self, position: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """(this host's example indices of the batch at `position`, -1 for empty rows; its bucket's
+    padded length)."""
     epoch, k = position
     b, members = self._plan(epoch)[k]
     rows, length = self.bucket_shapes[b]
     index = np.full(rows * self.process_count, -1, np.int32)
     index[:len(members)] = members
-    index = index[self.process_index * rows:(self.process_index + 1) * rows]
+    return index[self.process_index * rows:(self.process_index + 1) * rows], length
+
+  def _load(self, position: tuple[int, int]) -> Batch:
+    index, length = self._rows(position)
+    rows = len(index)
     batch = {key: np.full((rows, length), PAD_ID, np.int32) for key in ("src", "tgt_in", "tgt_out")}
     for row, i in enumerate(index):
       if i < 0:
@@ -247,10 +261,7 @@ class Pipeline:
       batch["src"][row, :len(src)] = src
       if self.config.source_eos:
         batch["src"][row, len(src)] = EOS_ID
-      batch["tgt_in"][row, 0] = BOS_ID
-      batch["tgt_in"][row, 1:len(tgt) + 1] = tgt
-      batch["tgt_out"][row, :len(tgt)] = tgt
-      batch["tgt_out"][row, len(tgt)] = EOS_ID
+      put_target(batch, row, tgt)
     batch["index"] = index
     return batch
 
