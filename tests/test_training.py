@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -190,6 +191,11 @@ def test_run_killed_after_a_checkpoint_resumes_with_bitwise_identical_losses(cop
   assert killed.wait() == -signal.SIGKILL, log.read_text()[-3000:]
   resumed = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
   assert "resuming from step" in resumed.stderr
+  # The terminal carries the run's own lines, not the libraries' INFO records (absl's prefix,
+  # e.g. "I1201 10:02:17.262911 1398... file.py:123]").
+  assert not re.search(r"^I\d{4} \d\d:\d\d", resumed.stderr, re.M), resumed.stderr[-3000:]
+  assert "checkpoints in" in resumed.stderr and "step 30, validation: loss" in resumed.stderr
+  assert "train: " in resumed.stderr  # the pipeline's data summary
   whole = [(r["step"], r["train_loss"]) for r in _metrics(tiny_run[0]) if "train_loss" in r]
   again = [(r["step"], r["train_loss"]) for r in _metrics(tmp_path / "killed") if "train_loss" in r]
   assert again == whole and len(whole) == 40
