@@ -28,9 +28,6 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if "tiny_run" in getattr(item, "fixturenames", ()):
       item.add_marker(pytest.mark.slow)
-      # One xdist worker runs every test of the trained model (pyproject: --dist loadgroup), so
-      # the session trains it once, not once per worker.
-      item.add_marker(pytest.mark.xdist_group("tiny_run"))
 
 
 @pytest.fixture(autouse=True)
