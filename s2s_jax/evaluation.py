@@ -35,6 +35,7 @@ class Evaluator:
   def __init__(self, config, model_config: ModelConfig, inputs: Inputs,
                par: parallel.DataParallel):
     self.metric, self.inputs, self.par = config.train.eval_metric, inputs, par
+    self.decodes = self.metric not in ("loss", "accuracy")  # task metrics need outputs
     self.model_config = model_config
     self.apply_fn = Seq2Seq(model_config).apply
     self.options = search_lib.SearchOptions(
@@ -42,8 +43,9 @@ class Evaluator:
         max_len=1 << 16)  # no absolute cap: the ratio limits every sentence
     self._eval = jax.jit(eval_step, static_argnums=1)
 
-  def __call__(self, params: Any, split: str, decode: bool) -> dict[str, float]:
-    """{loss, perplexity, accuracy} and, with `decode`, the task metrics and `decoded` count."""
+  def __call__(self, params: Any, split: str) -> dict[str, float]:
+    """{loss, perplexity, accuracy} and, when the metric is a task metric (`decodes`), the task
+    metrics and the `decoded` count."""
     pipeline, references = self.inputs.evals[split]
     sums = {"loss_sum": 0.0, "tokens": 0.0, "correct": 0.0}
     predictions: dict[int, str] = {}
@@ -51,7 +53,7 @@ class Evaluator:
       batch, gather = self.par.eval_batch(local)
       for key, value in self._eval(params, self.apply_fn, batch).items():
         sums[key] += float(value)
-      if decode:
+      if self.decodes:
         src_BS = batch["src"]
         out = search_lib.search_jit(params, self.model_config, src_BS, self.options,
                                     self.options.output_length(src_BS.shape[1]))
@@ -62,7 +64,7 @@ class Evaluator:
     loss = sums["loss_sum"] / max(sums["tokens"], 1)
     result = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
               "accuracy": sums["correct"] / max(sums["tokens"], 1)}
-    if decode and predictions:
+    if self.decodes and predictions:
       order = sorted(predictions)
       result.update(metrics.task_scores(self.metric, [predictions[i] for i in order],
                                         [references[i] for i in order]))

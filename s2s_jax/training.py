@@ -316,8 +316,7 @@ def _validate(config, evaluate: Evaluator, state: TrainState, loop: LoopState, s
   """Evaluates on the eval split, adds the scores to `record`, and applies what they decide:
   returns (state, possibly with a lower learning rate; is best; why to stop, or None)."""
   cfg = config.train
-  scores = evaluate(eval_params(evaluate.par.host(state)), config.data.eval_split,
-                    decode=cfg.eval_metric not in ("loss", "accuracy"))
+  scores = evaluate(eval_params(evaluate.par.host(state)), config.data.eval_split)
   log.info("step %d, %s: %s", step, config.data.eval_split,
            ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
   record.update({f"eval_{k}": v for k, v in scores.items()})
@@ -335,6 +334,5 @@ def _test(config, evaluate: Evaluator, ckpts: checkpoint.Checkpoints,
   ckpts.wait()
   restored = ckpts.restore_best(checkpoint.abstract(host_state))
   params = eval_params(restored[1] if restored else host_state)
-  scores = evaluate(params, config.data.test_split,
-                    decode=config.train.eval_metric not in ("loss", "accuracy"))
+  scores = evaluate(params, config.data.test_split)
   return {f"test_{k}": v for k, v in scores.items()}
