@@ -147,7 +147,6 @@ def main() -> None:
   if not args.default_malloc:
     host_memory.keep_freed_memory()  # as train.py does, before the first computation
   import jax
-  import numpy as np
 
   from s2s_jax import ModelConfig, Seq2Seq, optim, training
 
@@ -161,8 +160,7 @@ def main() -> None:
   model = Seq2Seq(ModelConfig.from_dict(work.model))
   tx = optim.make_optimizer({"name": "adam", "clip_norm": work.clip_norm, "accumulate_steps": 1})
   state = training.create_train_state(
-      jax.random.PRNGKey(0), model, tx, lambda s: work.learning_rate,
-      {k: np.asarray(v) for k, v in batches[0].items()})
+      jax.random.PRNGKey(0), model, tx, lambda s: work.learning_rate)
   step = jax.jit(functools.partial(training.train_step, label_smoothing=work.label_smoothing),
                  donate_argnums=0)
   rng = jax.random.PRNGKey(1)

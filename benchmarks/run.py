@@ -333,7 +333,7 @@ def worker_g2p_setup(args) -> dict:
   np.savez(os.path.join(args.setup, "g2p_init.npz"), **w.flatten(params))
   tx = optim.make_optimizer({"name": "adam", "clip_norm": work.clip_norm,
                                 "accumulate_steps": 1})
-  state = training.create_train_state(jax.random.PRNGKey(0), model, tx, lambda s: 3e-3, batch)
+  state = training.create_train_state(jax.random.PRNGKey(0), model, tx, lambda s: 3e-3)
   step = jax.jit(functools.partial(training.train_step, label_smoothing=work.label_smoothing))
   rng = jax.random.PRNGKey(1)
   start = time.perf_counter()

@@ -566,6 +566,13 @@ class Seq2Seq(nn.Module):
     else:
       self.output = self.param("output", _dense_init, cfg.readout_size, cfg.tgt_vocab_size, pd)
 
+  def create_params(self) -> None:
+    """Creates every parameter without running the model:
+    `model.init(rng, method=Seq2Seq.create_params)["params"]` equals `model.init(rng, src,
+    tgt_in)["params"]` (each parameter's rng derives from its name), without the forward pass
+    that an un-jitted init runs op by op (seconds of compilation on CPU)."""
+    self.encoder  # noqa: B018  (the first attribute access runs setup(), which creates them all)
+
   def _rng(self, deterministic: bool) -> jax.Array | None:
     if deterministic or self.config.dropout == 0.0:
       return None

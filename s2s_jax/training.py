@@ -62,13 +62,12 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def create_train_state(rng: jax.Array, model: Seq2Seq, tx: optax.GradientTransformation,
-                       schedule: optax.Schedule, example: Mapping[str, np.ndarray], *,
-                       ema: bool = False) -> TrainState:
+                       schedule: optax.Schedule, *, ema: bool = False) -> TrainState:
   """Initial parameters and optimizer state; with `ema`, a moving average starting at them."""
   # Eager on purpose: with jax 0.10.2 on CPU, a jitted init (orthogonal init's QR inside) left
-  # a later while-loop decode of the reference workload hanging in the same process.
-  src = jax.tree.map(lambda x: x[:1], batch_source(example))
-  params = model.init(rng, src, example["tgt_in"][:1])["params"]
+  # a later while-loop decode of the reference workload hanging in the same process. Creating
+  # the parameters alone skips the eager forward pass an init with example inputs would run.
+  params = model.init(rng, method=Seq2Seq.create_params)["params"]
   # A copy, not the same buffers: the jitted step donates the state.
   ema_params = jax.tree.map(jnp.copy, params) if ema else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
@@ -193,7 +192,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.seed))
   state = par.place(create_train_state(rng_init, Seq2Seq(model_config),
                                        optim.make_optimizer(opt), schedule,
-                                       inputs.train.dataset()[0], ema=config.train.ema_decay > 0))
+                                       ema=config.train.ema_decay > 0))
   ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"),
                                  keep=config.train.keep_checkpoints)
   start, loop = 0, LoopState()

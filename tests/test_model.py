@@ -163,6 +163,15 @@ def test_no_attention_decoder_reads_the_source_only_through_its_final_state(vari
   assert not np.allclose(_decode(model, variables, only_ctx, tgt_in)[0], logits_a, atol=1e-3)
 
 
+@pytest.mark.parametrize("variant", ["location-lstm-bidi", "luong-general-feed-tied-residual"])
+def test_creating_the_parameters_alone_gives_those_of_an_init_with_inputs(variant):
+  model, variables = make(**VARIANTS[variant])
+  created = jax.jit(functools.partial(model.init, method=Seq2Seq.create_params))(jax.random.key(0))
+  assert jax.tree.structure(created) == jax.tree.structure(variables)
+  for a, b in zip(jax.tree.leaves(created), jax.tree.leaves(variables), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_attention_decoder_does_read_the_memory():
   model, variables = make(attention="luong")
   src, tgt_in = toy_batch()

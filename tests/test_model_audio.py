@@ -74,7 +74,7 @@ def test_train_step_on_audio_batches_lowers_the_loss():
   batch = _batch()
   opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 1}
   state = training.create_train_state(jax.random.key(1), Seq2Seq(CFG), optim.make_optimizer(opt),
-                                      optax.constant_schedule(1e-2), batch)
+                                      optax.constant_schedule(1e-2))
   step = jax.jit(training.train_step)
   losses = []
   for _ in range(30):

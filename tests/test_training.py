@@ -63,7 +63,7 @@ def _small_state(rows: int = 16, ema: bool = False):
   opt = {"name": "adam", "clip_norm": 1.0, "accumulate_steps": 1}
   state = training.create_train_state(jax.random.PRNGKey(0), Seq2Seq(cfg),
                                       optim.make_optimizer(opt),
-                                      optax.constant_schedule(1e-2), batch, ema=ema)
+                                      optax.constant_schedule(1e-2), ema=ema)
   return state, batch
 
 
