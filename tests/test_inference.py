@@ -329,7 +329,7 @@ def test_decode_cli_takes_one_checkpoint_per_ensemble_member(tiny_run):
   assert "--checkpoint has 3 values for 2 --workdir values" in mismatch.stderr
 
 
-def test_decode_cli_n_best_tsv_from_stdin_and_errors(model, tiny_run, tmp_path):
+def test_decode_cli_n_best_tsv_from_stdin(model, tiny_run):
   run = _decode_cli(f"--workdir={tiny_run[0]}", "--nbest=2", "--beam_size=3",
                     stdin="abc\n\nfade\n")
   assert run.returncode == 0, run.stderr
@@ -339,8 +339,6 @@ def test_decode_cli_n_best_tsv_from_stdin_and_errors(model, tiny_run, tmp_path):
   expected = model.decode(["fade"], beam_size=3, nbest=2)[0].hypotheses
   assert [r[3] for r in rows[3:]] == [h.text for h in expected]
   assert float(rows[3][2]) == pytest.approx(expected[0].score, abs=1e-3)
-  missing = _decode_cli(f"--workdir={tmp_path / 'nowhere'}", stdin="abc\n")
-  assert missing.returncode != 0 and "does not exist" in missing.stderr
 
 
 def test_training_validation_scores_are_greedy_decoding_of_the_best_checkpoint(model, tiny_run):

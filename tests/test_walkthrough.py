@@ -1,6 +1,6 @@
 """docs/walkthrough.md stays true: its code blocks run, in order, as one script (they hold their
 own checks: padding invariance of the encoder's final state, the masked loss, attention weights),
-and the trained models in it learn the task."""
+and the trained models in it learn the task with every parameter taking part."""
 
 import pathlib
 import re
@@ -23,3 +23,10 @@ def test_walkthrough_code_runs_in_order_and_its_models_learn_to_reverse():
   # source letter n - 1 - t (allow one miss).
   reads_BT = np.argmax(namespace["w_BTS"][0, :8], axis=-1)
   assert np.sum(reads_BT == np.arange(7, -1, -1)) >= 7, reads_BT
+  # Gradients reached every parameter: training moved each one from its initial value.
+  s2s_jax, jax = namespace["s2s_jax"], namespace["jax"]
+  initial = s2s_jax.Seq2Seq(namespace["att_cfg"]).init(
+      jax.random.key(0), method=s2s_jax.Seq2Seq.create_params)["params"]
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), initial,
+                       namespace["att_params"])
+  assert all(jax.tree.leaves(moved)), moved
