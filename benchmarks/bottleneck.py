@@ -27,10 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from rapidfuzz.distance import Levenshtein
 
+from s2s_jax import metrics, training
 from s2s_jax import search as search_lib
-from s2s_jax import training
 from s2s_jax.model import ModelConfig, Seq2Seq
 from s2s_jax.special_ids import BOS_ID, EOS_ID, NUM_SPECIAL_IDS, PAD_ID
 
@@ -76,9 +75,10 @@ def train(cfg: ModelConfig, steps: int, min_length: int, max_length: int, batch_
   tx = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(1.0))
   state = training.create_train_state(jax.random.key(seed), Seq2Seq(cfg), tx, schedule)
   step = jax.jit(training.train_step, donate_argnums=0)
+  rng_train = jax.random.key(seed + 1)  # train_step folds in the step number
   losses, start = [], time.perf_counter()
   for i in range(steps):
-    state, m = step(state, batch(), jax.random.key(seed + 1))
+    state, m = step(state, batch(), rng_train)
     if (i + 1) % 50 == 0 or i + 1 == steps:
       losses.append(float(m["loss_sum"] / m["tokens"]))
   return state.params, losses, time.perf_counter() - start
@@ -94,19 +94,15 @@ def evaluate(params: dict, cfg: ModelConfig, lengths: Sequence[int], per_length:
                     cfg.src_vocab_size - NUM_SPECIAL_IDS)
   opts = search_lib.SearchOptions(method="greedy", max_len_ratio=1.0, max_len_offset=2)
   out = search_lib.search_jit(params, cfg, jnp.asarray(data["src"]), opts, max_length + 2)
-  tokens_NT = np.asarray(out.tokens_BRT[:, 0])
+  tokens_NT, length_N = np.asarray(out.tokens_BRT[:, 0]), np.asarray(out.length_BR[:, 0])
   scores = {}
   for n in lengths:
     exact, symbols = [], []
     for i in np.flatnonzero(lengths_N == n):
       ref = [t for t in data["tgt_out"][i] if t not in (PAD_ID, EOS_ID)]
-      hyp = []
-      for t in tokens_NT[i]:
-        if t in (EOS_ID, PAD_ID):
-          break
-        hyp.append(int(t))
+      hyp = [int(t) for t in tokens_NT[i, :length_N[i]] if t != EOS_ID]  # length counts EOS
       exact.append(hyp == ref)
-      symbols.append(max(0.0, 1.0 - Levenshtein.distance(hyp, ref) / len(ref)))
+      symbols.append(max(0.0, 1.0 - metrics.edit_distance(hyp, ref) / len(ref)))
     scores[int(n)] = {"exact_match": float(np.mean(exact)),
                       "symbol_accuracy": float(np.mean(symbols))}
   return scores

@@ -77,9 +77,14 @@ def analyse(workdirs: Sequence[str], labels: Sequence[str], split: str, num_buck
           "length_unit": "source tokens (the run's tokenizer, EOS not counted)", "runs": runs}
 
 
+def _score_keys(results: dict) -> list[str]:
+  """The scores `metrics.task_scores` gave: wer, per or bleu, chrf."""
+  return list(next(iter(results["runs"].values()))["overall"])
+
+
 def markdown(results: dict) -> str:
   """The table: one row per length group, one column per run and score."""
-  keys = ["wer", "per"] if results["metric"] in ("wer", "per") else ["bleu", "chrf"]
+  keys = _score_keys(results)
   runs = results["runs"]
   header = ["source tokens", "sentences"] + [f"{label} {k.upper()}" for label in runs
                                              for k in keys]
@@ -105,7 +110,7 @@ def plot(results: dict, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  keys = ["wer", "per"] if results["metric"] in ("wer", "per") else ["bleu", "chrf"]
+  keys = _score_keys(results)
   scale = 100.0 if results["metric"] in ("wer", "per") else 1.0
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for label, r in results["runs"].items():
