@@ -7,6 +7,11 @@
   python decode.py --workdir=/tmp/g2p,/tmp/g2p_seed1 --split=test      # an ensemble of two runs
   python decode.py --workdir=/tmp/g2p --split=train --with_source --output=distilled.tsv
       # input<TAB>output lines: a training corpus for distillation (docs/distillation.md)
+  python decode.py --workdir=/tmp/asr --input=wavs.txt                 # speech: one WAV path a line
+
+For a speech model (configs/asr_words.py) each input line is the path of a WAV file (relative to
+the current directory; any sample rate, resampled to the model's) and each output line its
+transcript; --split decodes the run's own audio.
 
 Input comes from --input or stdin; output goes to --output or stdout. An empty input line gives an
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
@@ -49,8 +54,10 @@ _ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (0 = none).")
 _LENGTH_PENALTY = flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "average"],
                                     "Length penalty formula.")
 _MAX_LEN = flags.DEFINE_integer("max_len", 256, "Absolute cap on output tokens.")
-_MAX_LEN_RATIO = flags.DEFINE_float("max_len_ratio", 2.0, "Output tokens <= ratio * source "
-                                    "tokens + max_len_offset.")
+_MAX_LEN_RATIO = flags.DEFINE_float("max_len_ratio", None, "Output tokens <= ratio * source "
+                                    "tokens + max_len_offset (default 2; for a speech model, "
+                                    "per feature frame, default its run's "
+                                    "train.max_decode_length_factor).")
 _MAX_LEN_OFFSET = flags.DEFINE_integer("max_len_offset", 10, "See --max_len_ratio.")
 _MAX_SOURCE_LEN = flags.DEFINE_integer("max_source_len", 256, "Longer inputs are cut (warned).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
@@ -74,10 +81,13 @@ def _read_lines(path: str | None) -> list[str]:
     return [line.rstrip("\r\n") for line in stream]
 
 
-def _inputs(model) -> tuple[list[str], list[list[str]] | None]:
-  """(input lines, references per line or None)."""
+def _inputs(model) -> tuple[list, list[list[str]] | None]:
+  """(input lines, references per line or None); a speech split's inputs are waveforms."""
   if _SPLIT.value:
     pairs = model.split(_SPLIT.value)
+    if model.is_audio:  # one pass over the audio: (waveforms, transcripts)
+      audio, texts = pairs.columns()
+      return audio, [[t] for t in texts]
     return pairs.columns()[0], pairs.all_references()
   lines = _read_lines(_INPUT.value)
   if _REFERENCE.value is None:
@@ -89,11 +99,18 @@ def _inputs(model) -> tuple[list[str], list[list[str]] | None]:
   return lines, references
 
 
-def _search_options():
-  """The search flags as one `SearchOptions` (the flags carry the fields' names)."""
+def _search_options(model):
+  """The search flags as one `SearchOptions` (the flags carry the fields' names); a flag left
+  unset (None) keeps the model's default."""
   from s2s_jax.search import SearchOptions
-  return SearchOptions(**{f.name: flags.FLAGS[f.name].value
-                          for f in dataclasses.fields(SearchOptions)})
+  return dataclasses.replace(model.default_options(), **{
+      f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(SearchOptions)
+      if flags.FLAGS[f.name].value is not None})
+
+
+def _nonempty(item) -> bool:
+  """An input that has an output: a non-blank line, or a waveform with samples."""
+  return bool(item.strip()) if isinstance(item, str) else len(item) > 0
 
 
 def _check_flags() -> list[str]:
@@ -153,7 +170,7 @@ def _decode_all(model, lines: list[str], out) -> tuple[list[str], list[int]]:
   """Decodes and writes every line, chunk by chunk; returns (best outputs, line numbers of
   non-empty inputs decoded to nothing)."""
   import tqdm
-  options = _search_options()
+  options = _search_options(model)
   best, empty_outputs = [], []
   with tqdm.tqdm(total=len(lines), unit=" lines", disable=None, file=sys.stderr) as progress:
     for start in range(0, len(lines), _CHUNK):
@@ -189,7 +206,8 @@ def _run(checkpoints: list[str]) -> None:
           file=sys.stderr)
   if references is not None:
     metric = model.config.get("train", {}).get("eval_metric", "bleu")
-    scored = [(h, r) for h, r, line in zip(best, references, lines, strict=True) if line.strip()]
+    scored = [(h, r) for h, r, line in zip(best, references, lines, strict=True)
+              if _nonempty(line)]
     scores = metrics.task_scores(metric, *zip(*scored, strict=True)) if scored else {}
     print(json.dumps({"decoded": len(scored), **scores}), file=sys.stderr)
 

@@ -1,5 +1,5 @@
 """Evaluation of a run's splits during training: loss, perplexity, token accuracy, and the task
-metrics (WER / PER, BLEU / chrF) of greedy decoding.
+metrics (WER / PER, WER / CER of transcripts, BLEU / chrF) of greedy decoding.
 
 Decoding is `s2s_jax.search` with greedy options, the search `Model.decode` and decode.py
 use, so `decode.py --beam_size=1` on the same checkpoint reproduces these scores.
@@ -54,9 +54,9 @@ class Evaluator:
       for key, value in self._eval(params, self.apply_fn, batch).items():
         sums[key] += float(value)
       if self.decodes:
-        src_BS = batch["src"]
-        out = search_lib.search_jit(params, self.model_config, src_BS, self.options,
-                                    self.options.output_length(src_BS.shape[1]))
+        src = batch_source(batch)
+        out = search_lib.search_jit(params, self.model_config, src, self.options,
+                                    search_lib.output_length(self.model_config, self.options, src))
         ids_BT = gather(out.tokens_BRT[:, 0])
         for row, index in enumerate(gather(batch["index"])):
           if index >= 0:

@@ -5,6 +5,8 @@ ensembles, and `export` (the whole compiled search, weights included, as a `jax.
   [r.text for r in model.decode(["hello", "world"])]   # beam search, K = 5
   model.plot_attention("hello", path="hello.png")
   both = s2s_jax.ensemble([model, s2s_jax.load("runs/g2p_seed1")])  # averages probabilities
+  asr = s2s_jax.load("runs/asr_words")               # a speech model decodes audio:
+  asr.decode(["one.wav", samples_int16])             # WAV paths or waveform arrays
 
 The search itself (`SearchOptions`, `search`) is `s2s_jax.search`; checkpoints are read through
 `s2s_jax.checkpoint`. Shape legend: B sentences, S source length (EOS included), T output length.
@@ -26,10 +28,11 @@ import numpy as np
 
 from s2s_jax import checkpoint as checkpoint_lib
 from s2s_jax import data as data_lib
-from s2s_jax import decoding, files, plots
+from s2s_jax import decoding, features, files, plots, rnn
 from s2s_jax import model as model_lib
 from s2s_jax import search as search_lib
 from s2s_jax.data import tokenizers as tokenizers_lib
+from s2s_jax.data import wav
 from s2s_jax.search import ModelConfigs, SearchOptions
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
@@ -56,7 +59,10 @@ class Hypothesis:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """One input's outputs, best first. An empty (whitespace-only) input has no hypotheses."""
+  """One input's outputs, best first. An empty (whitespace-only) input has no hypotheses, nor
+  does audio shorter than one feature frame (25 ms). For audio, `source` is the file's path or
+  `<N samples>` for an array, and `attention` runs over encoder steps (frames after the
+  pyramid's reductions)."""
 
   source: str
   hypotheses: tuple[Hypothesis, ...]
@@ -80,7 +86,8 @@ class Model:
     config: the run's config (a plain dict, as saved in config.json), or {}.
     model_config: the frozen `ModelConfig`; for an ensemble (`ensemble`), one per member.
     params: the parameters (a pytree of arrays); for an ensemble, a tuple of them.
-    source_tokenizer, target_tokenizer: the run's tokenizers.
+    source_tokenizer, target_tokenizer: the run's tokenizers (no source tokenizer, None, for a
+      speech model: it reads audio).
     step: the checkpoint's training step (None when built in memory or for an ensemble); for
       averaged parameters, the latest of the steps averaged.
     averaged_steps: the checkpoint steps whose parameters were averaged
@@ -88,7 +95,7 @@ class Model:
   """
 
   def __init__(self, model_config: ModelConfigs, params: Any,
-               source_tokenizer: tokenizers_lib.Tokenizer,
+               source_tokenizer: tokenizers_lib.Tokenizer | None,
                target_tokenizer: tokenizers_lib.Tokenizer, *, config: dict | None = None,
                step: int | None = None, averaged_steps: Sequence[int] = ()):
     self.model_config, self.params = model_config, params
@@ -99,6 +106,25 @@ class Model:
   @property
   def is_ensemble(self) -> bool:
     return isinstance(self.model_config, tuple)
+
+  @property
+  def first_config(self) -> model_lib.ModelConfig:
+    return self.model_config[0] if self.is_ensemble else self.model_config
+
+  @property
+  def is_audio(self) -> bool:
+    """The model reads audio (`ModelConfig.source='audio'`): `decode` takes WAV paths or
+    waveforms at `first_config.sample_rate` Hz."""
+    return self.first_config.source == "audio"
+
+  def default_options(self) -> SearchOptions:
+    """`SearchOptions()`, except that a speech model's output limit per feature frame is its
+    run's `train.max_decode_length_factor` (frames come 100 a second; the text default, 2 per
+    source token, would let a 1-second utterance search 210 steps)."""
+    if not self.is_audio:
+      return SearchOptions()
+    ratio = self.config.get("train", {}).get("max_decode_length_factor") or 0.25
+    return SearchOptions(max_len_ratio=ratio)
 
   def _check_attention(self, what: str) -> None:
     if self.is_ensemble:
@@ -117,20 +143,24 @@ class Model:
   def decode(self, texts: Sequence[str], options: SearchOptions | None = None, *,
              max_source_len: int = 256, seed: int = 0, batch_size: int = 64,
              return_attention: bool = False, **search_kw: Any) -> list[Result]:
-    """Decodes `texts`; returns one `Result` per text, in input order.
+    """Decodes `texts`; returns one `Result` per text, in input order. A speech model
+    (`is_audio`) takes WAV file paths or 1-D waveforms (int16, or floats in [-1, 1]) at its
+    sample rate instead; files at other rates are resampled.
 
-    The search is `options` (default `SearchOptions()`: beam search, K = 5) with any
+    The search is `options` (default `default_options()`: beam search, K = 5) with any
     `SearchOptions` field given as a keyword replacing its value, e.g. `beam_size=1`.
     Texts are sorted by length and decoded `batch_size` at a time (padded to a multiple of 8
     tokens, so few shapes compile); the order is restored after. A source longer than
     `max_source_len` tokens (EOS included) is cut, with a warning, and marked `truncated`.
     Sampling draws sentence i's samples from `seed` and i, whatever shares its batch.
     """
-    if isinstance(texts, str):
-      raise TypeError("decode takes a list of texts; wrap a single text in a list")
-    opts = search_lib.with_overrides(options or SearchOptions(), search_kw)
+    if isinstance(texts, str) or (isinstance(texts, np.ndarray) and texts.ndim == 1):
+      raise TypeError("decode takes a list of inputs; wrap a single one in a list")
+    opts = search_lib.with_overrides(options or self.default_options(), search_kw)
     if return_attention:
       self._check_attention("return_attention=True")
+    if self.is_audio:
+      return self._decode_audio(texts, opts, seed, batch_size, return_attention)
     encoded = [self.source_ids(t, max_source_len) if t.strip() else ([], False) for t in texts]
     truncated = [i for i, (_, cut) in enumerate(encoded) if cut]
     if truncated:
@@ -163,6 +193,60 @@ class Model:
           attention[i] = weights[r, :len(best[r]) + 1, :len(encoded[i][0])]
     return [Result(text, hyps.get(i, ()), encoded[i][1], attention.get(i), unknown[i])
             for i, text in enumerate(texts)]
+
+  def _decode_audio(self, inputs: Sequence[Any], opts: SearchOptions, seed: int,
+                    batch_size: int, return_attention: bool) -> list[Result]:
+    """`decode` for a speech model: waveforms batched by length, padded to 16-frame steps."""
+    cfg = self.first_config.feature_config
+    waves, names = [], []
+    for i, x in enumerate(inputs):
+      if isinstance(x, str) and not x.strip():  # a blank line: no audio, no output
+        waves.append(np.zeros(0, np.int16))
+        names.append(x)
+      elif isinstance(x, (str, os.PathLike)):
+        waves.append(wav.read_wav(x, cfg.sample_rate))
+        names.append(os.fspath(x))
+      else:
+        waves.append(wav.as_int16(x, f"input {i}"))
+        names.append(f"<{len(waves[-1])} samples>")
+    frames = [int(features.num_frames(len(w), cfg)) for w in waves]
+    short = [i for i, f in enumerate(frames) if f == 0 and len(waves[i])]
+    if short:
+      log.warning("%d of %d inputs are shorter than one %g ms frame and have no output (input "
+                  "indices %s)", len(short), len(inputs), cfg.frame_ms, short[:10])
+    todo = sorted((i for i, f in enumerate(frames) if f), key=lambda i: frames[i])
+    hyps: dict[int, tuple[Hypothesis, ...]] = {}
+    attention: dict[int, np.ndarray] = {}
+    rng = jax.random.PRNGKey(seed)
+    for start in range(0, len(todo), batch_size):
+      rows = todo[start:start + batch_size]
+      n = min(batch_size, 1 << (len(rows) - 1).bit_length())  # few compiled shapes
+      width = -(-frames[rows[-1]] // 16) * 16
+      audio_BN = np.zeros((n, (width - 1) * cfg.hop_length + cfg.frame_length), np.int16)
+      samples_B = np.zeros(n, np.int32)
+      for r in range(n):
+        # Samples past the last whole frame enter no frame (as in training's batches).
+        w = waves[rows[r] if r < len(rows) else rows[0]][:audio_BN.shape[1]]
+        audio_BN[r, :len(w)], samples_B[r] = w, len(w)
+      row_ids = np.array(rows + [rows[0]] * (n - len(rows)), np.int32)
+      src = (audio_BN, samples_B)
+      out = jax.device_get(search_lib.search_jit(
+          self.params, self.model_config, src, opts,
+          search_lib.output_length(self.model_config, opts, src), rng, row_ids))
+      for r, i in enumerate(rows):
+        hyps[i] = tuple(self._hypothesis(out, r, k) for k in range(out.score_BR.shape[1]))
+      if return_attention:
+        best = [hyps[i][0].ids for i in rows]
+        weights = self._attention_weights(src, best)
+        for r, i in enumerate(rows):
+          attention[i] = weights[r, :len(best[r]) + 1, :self._encoder_steps(frames[i])]
+    return [Result(names[i], hyps.get(i, ()), attention=attention.get(i))
+            for i in range(len(inputs))]
+
+  def _encoder_steps(self, frames: int) -> int:
+    """The encoder's output steps for an utterance of `frames` feature frames."""
+    cfg = self.first_config
+    return int(rnn.reduced_lengths(frames, cfg.encoder_reduce, cfg.encoder_layers - 1))
 
   def split(self, name: str) -> data_lib.TextPairs:
     """A split of the dataset this model was trained on (as the run's config names it)."""
@@ -202,24 +286,38 @@ class Model:
   def attention(self, source: str, output: str | None = None, **decode_kw: Any
                 ) -> tuple[np.ndarray, list[str], list[str]]:
     """`(weights [output tokens + EOS, source tokens + EOS], source pieces, output pieces)`
-    for `output` (default: the model's own best output for `source`)."""
+    for `output` (default: the model's own best output for `source`). For a speech model the
+    source is a WAV path or a waveform, and the columns are encoder steps labelled with their
+    start time."""
     self._check_attention("attention")
-    src_ids, _ = self.source_ids(source, decode_kw.pop("max_source_len", 256))
     if output is None:
       out_ids = list(self.decode([source], **decode_kw)[0].hypotheses[0].ids)
     else:
       out_ids = self.target_tokenizer.encode(output)
+    out_pieces = self.target_tokenizer.pieces([*out_ids, EOS_ID])
+    if self.is_audio:  # source: a WAV path or a waveform; columns: encoder steps, in seconds
+      fc = self.first_config.feature_config
+      samples = (wav.read_wav(source, fc.sample_rate) if isinstance(source, (str, os.PathLike))
+                 else wav.as_int16(source, "source"))
+      steps = self._encoder_steps(int(features.num_frames(len(samples), fc)))
+      weights = self._attention_weights((samples[None, :], np.array([len(samples)], np.int32)),
+                                        [out_ids])
+      cfg = self.first_config
+      step_s = fc.hop_length * cfg.encoder_reduce ** (cfg.encoder_layers - 1) / fc.sample_rate
+      return (weights[0, :len(out_ids) + 1, :steps],
+              [f"{k * step_s:.2f}s" for k in range(steps)], out_pieces)
+    src_ids, _ = self.source_ids(source, decode_kw.pop("max_source_len", 256))
     weights = self._attention_weights(np.array([src_ids], np.int32), [out_ids])
     return (weights[0, :len(out_ids) + 1, :len(src_ids)],
-            self.source_tokenizer.pieces(src_ids), self.target_tokenizer.pieces(
-                [*out_ids, EOS_ID]))
+            self.source_tokenizer.pieces(src_ids), out_pieces)
 
   def plot_attention(self, source: str, output: str | None = None, path: str = "attention.png",
                      **decode_kw: Any) -> str:
     """Writes a heatmap of the attention weights (source tokens across, output tokens down) to
     `path` (PNG); `output` defaults to the model's best output. Returns `path`."""
     weights, src_pieces, out_pieces = self.attention(source, output, **decode_kw)
-    return plots.attention_heatmap(weights, src_pieces, out_pieces, path)
+    return plots.attention_heatmap(weights, src_pieces, out_pieces, path,
+                                   xlabel="time (encoder steps)" if self.is_audio else "source")
 
 
 def ensemble(models: Sequence[Model]) -> Model:
@@ -238,7 +336,12 @@ def ensemble(models: Sequence[Model]) -> Model:
     raise ValueError(f"an ensemble needs at least two models, got {len(models)}")
   configs, params = [], []
   for i, m in enumerate(models):
-    for side in ("source", "target"):
+    if m.is_audio != models[0].is_audio or (
+        m.is_audio and m.first_config.feature_config != models[0].first_config.feature_config):
+      raise ValueError(f"ensemble member {i} reads {'audio' if m.is_audio else 'text'} "
+                       f"({m.first_config.feature_config if m.is_audio else 'tokens'}) unlike "
+                       "member 0; members must read the same inputs")
+    for side in ("source", "target") if not m.is_audio else ("target",):
       if not _same_vocabulary(getattr(models[0], f"{side}_tokenizer"),
                               getattr(m, f"{side}_tokenizer")):
         raise ValueError(f"ensemble member {i} has a different {side} vocabulary from member 0; "
@@ -288,8 +391,8 @@ def load(workdir: str, checkpoint: str | int = "best", *, average_last: int = 0)
     raise FileNotFoundError(f"{tokenizer_dir}/{tokenizers_lib.MANIFEST} is missing: the run "
                             "stopped before its tokenizers were written")
   src_tok, tgt_tok = tokenizers_lib.load_tokenizers(tokenizer_dir)
-  model_config = model_lib.ModelConfig.for_vocabularies(config["model"], src_tok.vocab_size,
-                                                        tgt_tok.vocab_size)
+  model_config = model_lib.ModelConfig.for_vocabularies(
+      config["model"], 0 if src_tok is None else src_tok.vocab_size, tgt_tok.vocab_size)
   directory = os.path.join(workdir, "checkpoints")
   if average_last:
     if checkpoint != "best":
@@ -323,6 +426,9 @@ def export(model: Model | str, path: str, *, checkpoint: str | int = "best",
   opts = SearchOptions(**search_kw)
   if opts.method == "sample":
     raise ValueError("export supports method='beam' or 'greedy'")
+  if model.is_audio:  # features.log_mel frames the waveform with a concrete, not symbolic, N
+    raise ValueError("export supports token-source models; a speech model's front end needs a "
+                     "concrete waveform length (decode it with Model.decode)")
   params, cfg = model.params, model.model_config
 
   def decode_fn(src_BS):

@@ -67,8 +67,11 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> 
 
 def task_scores(metric: str, predictions: Sequence[str], references: Sequence[Sequence[str]]
                 ) -> dict[str, float]:
-  """The scores a task reports, chosen by its metric: WER and PER for 'wer' / 'per' (any of a
-  word's references counts), else BLEU and chrF against each sentence's first reference."""
+  """The scores a task reports, chosen by its metric: G2P's WER and PER for 'wer' / 'per' (any
+  of a word's references counts), speech recognition's WER and CER for 'cer' (`asr_scores`
+  against the first reference), else BLEU and chrF against each sentence's first reference."""
   if metric in ("wer", "per"):
     return g2p_scores(predictions, references)
+  if metric == "cer":
+    return asr_scores(predictions, [refs[0] for refs in references])
   return translation_scores(predictions, [refs[0] for refs in references])

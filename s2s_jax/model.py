@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from s2s_jax import attention as attn
 from s2s_jax import features, rnn
@@ -102,7 +103,10 @@ class ModelConfig:
   # stacked frames of the layer below, so the memory has ceil(S / r ** (layers - 1)) steps
 
   def __post_init__(self) -> None:
-    for name in ("src_vocab_size", "tgt_vocab_size"):
+    # An audio source has no vocabulary: its src_vocab_size is unused (0 from a run's data).
+    vocabularies = ("tgt_vocab_size",) if self.source == "audio" else ("src_vocab_size",
+                                                                       "tgt_vocab_size")
+    for name in vocabularies:
       _check_int(name, getattr(self, name), NUM_SPECIAL_IDS + 1,
                  f"ids 0-{NUM_SPECIAL_IDS - 1} are reserved for pad/bos/eos/unk")
     for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers", "scan_unroll",
@@ -353,6 +357,15 @@ def _bridge(p: Mapping[str, Any], cfg: ModelConfig, finals: list[rnn.Carry]) -> 
 def batch_source(batch: Mapping[str, Any]) -> Any:
   """A batch's source as the model reads it: token ids `src`, or `(audio, audio_len)`."""
   return (batch["audio"], batch["audio_len"]) if "audio" in batch else batch["src"]
+
+
+def source_positions(batch: Mapping[str, Any], cfg: ModelConfig) -> int:
+  """Real source positions of a (host) batch: tokens with EOS, or feature frames for audio."""
+  if "audio" in batch:
+    n, fc = np.asarray(batch["audio_len"]), cfg.feature_config  # features.num_frames, on host
+    return int(np.sum(np.where(n >= fc.frame_length, 1 + (n - fc.frame_length) // fc.hop_length,
+                               0)))
+  return int(np.sum(np.asarray(batch["src"]) != PAD_ID))
 
 
 def _encoder_inputs(p: Mapping[str, Any], cfg: ModelConfig, src: Any, rng: jax.Array | None

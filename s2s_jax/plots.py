@@ -37,16 +37,20 @@ def learning_curves(metrics_path: str, out_path: str, metric: str) -> None:
 
 
 def attention_heatmap(weights: np.ndarray, src_pieces: Sequence[str], out_pieces: Sequence[str],
-                      path: str) -> str:
+                      path: str, xlabel: str = "source") -> str:
   """Writes attention weights [output tokens, source tokens] as a heatmap (source across,
-  output down) to `path`; returns `path`."""
+  output down) to `path`; returns `path`. Long sources (e.g. audio frames) get a capped width
+  and every k-th label."""
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(src_pieces), 1.0 + 0.4 * len(out_pieces)))
+  width = min(1.0 + 0.45 * len(src_pieces), 14.0)
+  fig, ax = plt.subplots(figsize=(width, 1.0 + 0.4 * len(out_pieces)))
   image = ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
-  ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90 if any(
-      len(p) > 2 for p in src_pieces) else 0)
+  every = max(1, -(-len(src_pieces) // 30))
+  ticks = range(0, len(src_pieces), every)
+  labels = [src_pieces[k] for k in ticks]
+  ax.set_xticks(ticks, labels, rotation=90 if any(len(p) > 2 for p in labels) else 0)
   ax.set_yticks(range(len(out_pieces)), out_pieces)
-  ax.set_xlabel("source")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("output")
   ax.xaxis.set_label_position("top")
   ax.xaxis.tick_top()

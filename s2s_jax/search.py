@@ -1,4 +1,5 @@
-"""The search behind every decode: source ids in, hypotheses out, for one model or an ensemble.
+"""The search behind every decode: source ids (or audio) in, hypotheses out, for one model or an
+ensemble.
 
 `search` is one pure function used by `Model.decode`, `export`, decode.py and training's
 evaluation (greedy `SearchOptions`): every sentence's output limit comes from its own source
@@ -18,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import decoding
+from s2s_jax import decoding, features
 from s2s_jax import model as model_lib
 from s2s_jax.special_ids import PAD_ID
 
@@ -36,7 +37,9 @@ class SearchOptions:
     ((5 + length) / 6) ** alpha or 'average' length ** alpha (see `s2s_jax.decoding`).
   max_len: absolute cap on output tokens (EOS included).
   max_len_ratio, max_len_offset: a sentence's outputs have at most
-    `ceil(max_len_ratio * source tokens) + max_len_offset` tokens (and at most max_len).
+    `ceil(max_len_ratio * source tokens) + max_len_offset` tokens (and at most max_len); for
+    an audio model the ratio multiplies feature frames (100 a second), so e.g. 0.25 allows
+    25 characters a second.
   temperature, top_k, top_p: sampling filters.
   """
 
@@ -95,18 +98,43 @@ def ensemble_logprobs(logits_MNV: Sequence[jax.Array]) -> jax.Array:
   return jax.nn.logsumexp(logp_MNV, axis=0) - math.log(len(logits_MNV))
 
 
-def search(params: Any, cfg: ModelConfigs, src_BS: jax.Array, opts: SearchOptions,
+def _first(cfg: ModelConfigs) -> model_lib.ModelConfig:
+  return cfg[0] if isinstance(cfg, tuple) else cfg
+
+
+def source_lengths(cfg: ModelConfigs, src: Any) -> jax.Array:
+  """Each input's length in the units `max_len_ratio` multiplies [B]: source tokens without the
+  EOS, or for an audio source (`(waveforms [B, N], samples [B])`) its feature frames."""
+  first = _first(cfg)
+  if first.source == "audio":
+    return features.num_frames(src[1], first.feature_config)
+  return jnp.sum(src != PAD_ID, axis=1) - 1
+
+
+def output_length(cfg: ModelConfigs, opts: SearchOptions, src: Any) -> int:
+  """The static output length T of a search over the batch `src` (as `search` takes it): the
+  limit of its longest possible input, from the padded shape alone."""
+  first = _first(cfg)
+  if first.source == "audio":
+    frames = int(features.num_frames(src[0].shape[1], first.feature_config))
+    return min(opts.max_len, math.ceil(opts.max_len_ratio * frames) + opts.max_len_offset)
+  return opts.output_length(src.shape[1])
+
+
+def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
            max_length: int, rng: jax.Array | None = None,
            row_ids_B: jax.Array | None = None) -> decoding.Hypotheses:
-  """Encodes `src_BS` (int32, trailing PAD, EOS-terminated) and searches; pure.
+  """Encodes `src_BS` (int32, trailing PAD, EOS-terminated; for an audio model
+  `(waveforms [B, N], samples [B])`) and searches; pure.
 
-  Each sentence's output limit comes from its own length (`SearchOptions`), capped by the
-  static `max_length`. Greedy and sampling scores are normalized like beam scores, so `score`
-  means the same for every method. A tuple of configs (and the matching tuple of parameter
-  trees) is an ensemble: every step uses `ensemble_logprobs` of the members' logits.
+  Each input's output limit comes from its own length (`SearchOptions`, `source_lengths`),
+  capped by the static `max_length`. Greedy and sampling scores are normalized like beam
+  scores, so `score` means the same for every method. A tuple of configs (and the matching
+  tuple of parameter trees) is an ensemble: every step uses `ensemble_logprobs` of the
+  members' logits.
   """
-  B = src_BS.shape[0]
-  words_B = jnp.sum(src_BS != PAD_ID, axis=1) - 1  # without the EOS
+  B = jax.tree.leaves(src_BS)[0].shape[0]
+  words_B = source_lengths(cfg, src_BS)
   limit_B = jnp.minimum(
       jnp.ceil(opts.max_len_ratio * words_B).astype(jnp.int32) + opts.max_len_offset,
       min(opts.max_len, max_length))

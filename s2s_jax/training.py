@@ -40,12 +40,12 @@ from s2s_jax import checkpoint, losses, optim, parallel, plots
 from s2s_jax.evaluation import Evaluator
 from s2s_jax.inputs import prepare_inputs
 from s2s_jax.metrics_log import MetricsLog
-from s2s_jax.model import ModelConfig, Seq2Seq, batch_source
+from s2s_jax.model import ModelConfig, Seq2Seq, batch_source, source_positions
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = {"wer": True, "per": True, "loss": True, "bleu": False, "chrf": False,
-                   "accuracy": False}
+LOWER_IS_BETTER = {"wer": True, "per": True, "cer": True, "loss": True, "bleu": False,
+                   "chrf": False, "accuracy": False}
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -171,6 +171,23 @@ def _check_config(config) -> None:
   optim.make_optimizer(config.optimizer)
 
 
+def _check_source(model: Mapping[str, Any], inputs, dataset: str) -> None:
+  """The model (its config section) reads what the dataset holds: token ids, or audio at the
+  dataset's sample rate."""
+  speech = inputs.sample_rate is not None
+  source = model.get("source", "tokens")
+  if speech != (source == "audio"):
+    raise ValueError(
+        f"model.source={source!r} but dataset {dataset!r} holds "
+        f"{'audio' if speech else 'text'}; set model.source={('audio' if speech else 'tokens')!r}"
+        + (" (configs/asr_words.py is a speech config)" if speech else ""))
+  rate = model.get("sample_rate", ModelConfig.__dataclass_fields__["sample_rate"].default)
+  if speech and rate != inputs.sample_rate:
+    raise ValueError(f"model.sample_rate={rate} but dataset {dataset!r} is "
+                     f"sampled at {inputs.sample_rate} Hz; set model.sample_rate="
+                     f"{inputs.sample_rate}")
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` when it holds checkpoints), evaluates, and returns the final
   metrics. Writes config.json, tokenizers/, checkpoints/, metrics.jsonl, tensorboard/ and
@@ -185,7 +202,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   par = parallel.DataParallel(config.train.parallel)
   inputs = prepare_inputs({**config.data, "seed": config.seed}, workdir, par.batch_multiple)
-  model_config = ModelConfig.for_vocabularies(config.model, inputs.source_tokenizer.vocab_size,
+  _check_source(config.model, inputs, config.data.dataset)
+  model_config = ModelConfig.for_vocabularies(config.model, inputs.source_vocab_size,
                                               inputs.target_tokenizer.vocab_size)
   opt = config.optimizer
   schedule = optim.make_schedule(opt, config.train.num_steps // opt.accumulate_steps)
@@ -225,7 +243,8 @@ class _Window:
   """Training loss, gradient norm, tokens and time since the last report (device values summed
   lazily, so logging does not wait for the device every step)."""
 
-  def __init__(self):
+  def __init__(self, model_config: ModelConfig):
+    self.model_config = model_config
     self.reset()
 
   def reset(self) -> None:
@@ -237,7 +256,8 @@ class _Window:
     self.loss_sum, self.tokens = self.loss_sum + m["loss_sum"], self.tokens + m["tokens"]
     self.grad_norm_sum, self.steps = self.grad_norm_sum + m["grad_norm"], self.steps + 1
     self.learning_rate = m["learning_rate"]
-    self.host_tokens += int((batch["tgt_out"] > 0).sum() + (batch["src"] > 0).sum())
+    self.host_tokens += int((batch["tgt_out"] > 0).sum()) + source_positions(batch,
+                                                                             self.model_config)
 
   def report(self) -> tuple[dict[str, float], float]:
     """({train_loss, grad_norm (mean, before clipping), learning_rate, tokens_per_second},
@@ -254,7 +274,7 @@ def _loop(config, step_fn: Callable, state: TrainState, iterator, rng: jax.Array
           evaluate: Evaluator, step: int) -> dict[str, Any]:
   """Steps from `step` to num_steps: log, evaluate, checkpoint; returns the final metrics."""
   cfg, par = config.train, evaluate.par
-  window, stop_reason = _Window(), None
+  window, stop_reason = _Window(evaluate.model_config), None
   progress = tqdm.tqdm(total=cfg.num_steps, initial=step, disable=None, unit=" steps",
                        dynamic_ncols=True)
   while step < cfg.num_steps and stop_reason is None:

@@ -157,3 +157,18 @@ def test_unknown_lists_each_out_of_vocabulary_token_once_in_order():
   sp = SentencePieceTokenizer.train(SENTENCES, vocab_size=60)
   assert sp.unknown("the cat") == [] and sp.unknown("the \u00e9 cat") == ["\u00e9"]
 
+
+
+def test_a_speech_run_saves_only_the_target_tokenizer_and_reloads_its_source_as_none(tmp_path):
+  target = TokenizerSpec("char")
+  src, tgt = get_or_train_tokenizers(str(tmp_path), None, target, iter(()), ["abc", "cab"])
+  assert src is None and tgt.tokens == ("a", "b", "c")
+  manifest = json.loads((tmp_path / "tokenizers.json").read_text())
+  assert manifest["source"] is None
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["target.vocab.json", "tokenizers.json"]
+  src, again = load_tokenizers(str(tmp_path))
+  assert src is None and again.tokens == tgt.tokens
+  reloaded = get_or_train_tokenizers(str(tmp_path), None, target, (), ["zzz"])  # not retrained
+  assert reloaded[1].tokens == tgt.tokens
+  with pytest.raises(ValueError, match="built with"):  # a text source is a different run
+    get_or_train_tokenizers(str(tmp_path), target, target, ["x"], ["y"])

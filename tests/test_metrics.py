@@ -63,6 +63,8 @@ def test_asr_scores_sum_edit_distances_over_reference_lengths():
   assert scores == {"wer": pytest.approx(3 / 7), "cer": pytest.approx(10 / (16 + 7 + 2))}
   with pytest.raises(ValueError, match="equally many"):
     metrics.asr_scores(["a"], [])
+  # Training's and decode.py's metric 'cer' is these scores against each first reference.
+  assert metrics.task_scores("cer", hyps, [[r, "ignored"] for r in refs]) == scores
 
 
 def test_g2p_scores_equal_the_dynamic_program_scores_on_random_cases():

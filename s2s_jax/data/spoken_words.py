@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import multiprocessing
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import wave
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from s2s_jax.data import cmudict
+from s2s_jax.data import cmudict, wav
 
 SAMPLE_RATE = 16000
 VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
@@ -75,18 +73,11 @@ def rendition(word: str, k: int) -> tuple[str, str, int, int]:
 
 def speak(word: str, voice: str, variant: str, rate: int, pitch: int) -> np.ndarray:
   """int16 samples at 16 kHz of espeak-ng speaking `word` (it renders at 22,050 Hz)."""
-  from scipy import signal
-
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "out.wav")
     subprocess.run([espeak_path(), "-w", path, "-v", f"{voice}+{variant}", "-s", str(rate),
                     "-p", str(pitch), word], check=True, capture_output=True)
-    with open(path, "rb") as f, wave.open(io.BytesIO(f.read())) as wav:
-      rate_in, frames = wav.getframerate(), wav.readframes(wav.getnframes())
-  samples = np.frombuffer(frames, np.int16).astype(np.float64)
-  divisor = np.gcd(SAMPLE_RATE, rate_in)
-  resampled = signal.resample_poly(samples, SAMPLE_RATE // divisor, rate_in // divisor)
-  return np.clip(np.round(resampled), -32768, 32767).astype(np.int16)
+    return wav.read_wav(path, SAMPLE_RATE)
 
 
 def _example(job: tuple[str, int, str]) -> tuple[str, dict]:

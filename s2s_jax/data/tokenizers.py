@@ -235,31 +235,38 @@ def load_tokenizer(path: str, kind: str, lowercase: bool = False) -> Tokenizer:
   return VocabTokenizer.load(path, lowercase)
 
 
-def _saved_spec(manifest: Mapping[str, Any], side: str) -> dict[str, Any]:
-  """A side's spec as saved, with fields added since (e.g. lowercase) at their defaults."""
+def _saved_spec(manifest: Mapping[str, Any], side: str) -> dict[str, Any] | None:
+  """A side's spec as saved, with fields added since (e.g. lowercase) at their defaults; None
+  for a source without a tokenizer (speech)."""
   entry = manifest[side]
+  if entry is None:
+    return None
   return dataclasses.asdict(TokenizerSpec(**{"kind": entry["kind"], **entry.get("spec", {})}))
 
 
-def load_tokenizers(directory: str) -> tuple[Tokenizer, Tokenizer]:
-  """The (source, target) tokenizers saved in `directory` by `get_or_train_tokenizers`."""
+def load_tokenizers(directory: str) -> tuple[Tokenizer | None, Tokenizer]:
+  """The (source, target) tokenizers saved in `directory` by `get_or_train_tokenizers`; the
+  source is None for a run whose source is audio."""
   with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
     manifest = json.load(f)
-  return tuple(load_tokenizer(os.path.join(directory, manifest[side]["file"]),
+  return tuple(None if manifest[side] is None else
+               load_tokenizer(os.path.join(directory, manifest[side]["file"]),
                               manifest[side]["kind"], _saved_spec(manifest, side)["lowercase"])
                for side in ("source", "target"))
 
 
 def get_or_train_tokenizers(
-    directory: str, source: TokenizerSpec, target: TokenizerSpec,
+    directory: str, source: TokenizerSpec | None, target: TokenizerSpec,
     source_texts: Iterable[str], target_texts: Iterable[str], *,
-    shared: bool = False) -> tuple[Tokenizer, Tokenizer]:
+    shared: bool = False) -> tuple[Tokenizer | None, Tokenizer]:
   """Loads the tokenizers saved in `directory`, or trains them and saves them there.
 
   Args:
     directory: e.g. `<workdir>/tokenizers`.
-    source, target: what to build for each side.
-    source_texts, target_texts: the training split's texts (iterables, read once each).
+    source, target: what to build for each side; source None for a source that is not text
+      (speech: the manifest records `"source": null` and only the target is trained).
+    source_texts, target_texts: the training split's texts (iterables, read once each; the
+      source's is not read when `source` is None).
     shared: one vocabulary for both sides, trained on source and target texts (needs both specs
       to be the same); its file is written once and the manifest points both sides at it.
 
@@ -268,8 +275,8 @@ def get_or_train_tokenizers(
       vocabulary must not change under it).
   """
   manifest_path = os.path.join(directory, MANIFEST)
-  wanted = {"source": dataclasses.asdict(source), "target": dataclasses.asdict(target),
-            "shared": shared}
+  wanted = {"source": None if source is None else dataclasses.asdict(source),
+            "target": dataclasses.asdict(target), "shared": shared}
   if os.path.exists(manifest_path):
     with open(manifest_path, encoding="utf-8") as f:
       manifest = json.load(f)
@@ -280,19 +287,23 @@ def get_or_train_tokenizers(
                        f"for {wanted}; use a new workdir or the same tokenizer settings")
     return load_tokenizers(directory)
   if shared:
-    if source != target:
+    if source is None or source != target:
       raise ValueError(f"shared tokenizers need equal specs, got {source} and {target}")
     tokenizer = source.train(itertools.chain(source_texts, target_texts))
     tokenizers = (tokenizer, tokenizer)
     files = (_file_name("shared", source.kind),) * 2
   else:
-    tokenizers = (source.train(source_texts), target.train(target_texts))
-    files = (_file_name("source", source.kind), _file_name("target", target.kind))
+    tokenizers = (None if source is None else source.train(source_texts),
+                  target.train(target_texts))
+    files = (None if source is None else _file_name("source", source.kind),
+             _file_name("target", target.kind))
   for name, tokenizer in dict(zip(files, tokenizers, strict=True)).items():  # shared: once
-    tokenizer.save(os.path.join(directory, name))
+    if tokenizer is not None:
+      tokenizer.save(os.path.join(directory, name))
   manifest = {"shared": shared}
   for side, spec, name in (("source", source, files[0]), ("target", target, files[1])):
-    manifest[side] = {"kind": spec.kind, "file": name, "spec": dataclasses.asdict(spec)}
+    manifest[side] = None if spec is None else {"kind": spec.kind, "file": name,
+                                                "spec": dataclasses.asdict(spec)}
   # The manifest is written last: its presence means every file it names is complete.
   atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
   return tokenizers
