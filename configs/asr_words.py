@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 300
-  c.train.num_steps = 4000
+  c.train.num_steps = 3000
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
   c.train.eval_metric = "cer"  # speech: WER and CER of transcripts, the best step by CER
