@@ -248,8 +248,9 @@ class Model:
     cfg = self.first_config
     return int(rnn.reduced_lengths(frames, cfg.encoder_reduce, cfg.encoder_layers - 1))
 
-  def split(self, name: str) -> data_lib.TextPairs:
-    """A split of the dataset this model was trained on (as the run's config names it)."""
+  def split(self, name: str) -> Any:
+    """A split of the dataset this model was trained on (as the run's config names it): a
+    `TextPairs`, or for a speech model an `AudioPairs` (waveforms, transcripts)."""
     cfg = self.config["data"]
     return data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
                                  options=dict(cfg["options"])).split(name)
