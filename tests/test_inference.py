@@ -224,7 +224,7 @@ def test_bad_decode_options_are_named(model):
     model.decode(["abc"], nbest=6)
   with pytest.raises(ValueError, match="method='viterbi'"):
     model.decode(["abc"], method="viterbi")
-  with pytest.raises(TypeError, match="list of texts"):
+  with pytest.raises(TypeError, match="list of inputs"):
     model.decode("abc")
 
 
