@@ -89,3 +89,46 @@ def test_audio_pipeline_resumes_exactly_and_needs_a_target_length():
   with pytest.raises(ValueError, match="needs BatchingConfig.max_target_length"):
     AudioPipeline(data, dataclasses.replace(CONFIG, max_target_length=None), frame_length=400,
                   hop_length=160, shuffle=False)
+
+
+# ----------------------------------------------------------------------------- speech_files
+
+
+def _speech_dir(tmp_path, lines=None):
+  """A TSV listing three WAV files (one in a subdirectory, one at 8 kHz) and their waveforms."""
+  from scipy.io import wavfile
+  rng = np.random.default_rng(0)
+  (tmp_path / "clips").mkdir()
+  waves = [rng.integers(-3000, 3000, n).astype(np.int16) for n in (4000, 6400, 3000)]
+  wavfile.write(tmp_path / "a.wav", 16000, waves[0])
+  wavfile.write(tmp_path / "clips" / "b.wav", 16000, waves[1])
+  wavfile.write(tmp_path / "c8k.wav", 8000, waves[2])
+  rows = lines or ["a.wav\thello there", "clips/b.wav\tgood bye", "c8k.wav\tlow rate"]
+  (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+  return waves
+
+
+def test_speech_files_reads_listed_wavs_relative_to_the_list_at_the_models_rate(tmp_path):
+  from s2s_jax.data import open_dataset
+  waves = _speech_dir(tmp_path)
+  ds = open_dataset("speech_files", data_dir=str(tmp_path / "tfds"),
+                    options=dict(directory=str(tmp_path), files={"train": "train.tsv"}))
+  assert ds.sample_rate == 16000
+  audio, texts = ds.split("train").columns()
+  assert texts == ["hello there", "good bye", "low rate"]
+  np.testing.assert_array_equal(audio[0], waves[0])  # int16 at 16 kHz: exact
+  np.testing.assert_array_equal(audio[1], waves[1])
+  assert len(audio[2]) == 6000  # 3,000 samples at 8 kHz, resampled to 16 kHz
+
+
+def test_speech_files_names_the_list_line_of_a_bad_entry_or_counts_it_when_skipping(tmp_path):
+  from s2s_jax.data import InputError, open_dataset
+  _speech_dir(tmp_path, ["a.wav\thello", "missing.wav\tgone", "a.wav", "clips/b.wav\tbye"])
+  options = dict(directory=str(tmp_path), files={"train": "train.tsv"})
+  with pytest.raises(InputError, match=r"train.tsv:2: audio .*missing.wav: no such audio file"):
+    open_dataset("speech_files", data_dir=str(tmp_path / "tfds"), options=options)
+  ds = open_dataset("speech_files", data_dir=str(tmp_path / "tfds2"),
+                    options={**options, "skip_bad_lines": True})
+  assert ds.split("train").columns()[1] == ["hello", "bye"]
+  assert ds.skipped == {"train": {"audio: no such audio file": 1,
+                                  "expected source<TAB>target, found no tab": 1}}

@@ -1,8 +1,10 @@
 """Opening a dataset by name and reading it as (source, target) text pairs, without TensorFlow.
 
-Names: `cmudict` (or `cmudict/no_stress`), `parallel_text` (the user's files), or any tfds catalog
-dataset prepared in the array_record format (e.g. `ted_hrlr_translate/pt_to_en`). Everything is
-read through `builder.as_data_source()`: random access over ArrayRecord files, no TensorFlow.
+Names: `cmudict` (or `cmudict/no_stress`), `parallel_text` (the user's files), `spoken_words`
+(espeak-ng's offline spoken CMUdict words), `speech_files` (the user's WAV files listed in TSV
+files), or any tfds catalog dataset prepared in the array_record format (e.g.
+`ted_hrlr_translate/pt_to_en`). Everything is read through `builder.as_data_source()`: random
+access over ArrayRecord files, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -155,7 +157,9 @@ def open_dataset(name: str, *, data_dir: str | None = None,
     name: `cmudict`, `cmudict/no_stress`, `parallel_text` or a tfds catalog name.
     data_dir: the tfds data directory (default ~/tensorflow_datasets).
     options: for `parallel_text`, the arguments of `parallel_text.make_config` (directory, files,
-      name, skip_bad_lines); for cmudict, optionally `dict_path`; for catalog datasets,
+      name, skip_bad_lines); for `speech_files`, those of `speech_files.make_config` (also
+      sample_rate); for `spoken_words`, see `_spoken_words`; for cmudict, optionally
+      `dict_path`; for catalog datasets,
       optionally `source_key` / `target_key` (default: the dataset's supervised keys) and
       `download=True` to download and prepare it (needs network, and TensorFlow for most
       catalog datasets).
@@ -168,6 +172,14 @@ def open_dataset(name: str, *, data_dir: str | None = None,
     return Dataset(builder, "source", "target", "references")
   if base == "spoken_words":
     return _spoken_words(data_dir, options)
+  if base == "speech_files":
+    from s2s_jax.data import speech_files
+    config = speech_files.make_config(**options)
+    builder = speech_files.SpeechFiles(config=config, data_dir=data_dir,
+                                       file_format="array_record")
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+    return Dataset(builder, "audio", "text", sample_rate=config.sample_rate)
   if base == "parallel_text":
     config = parallel_text.make_config(**options)
     builder = parallel_text.ParallelText(config=config, data_dir=data_dir,
@@ -187,6 +199,8 @@ DATASET_OPTIONS = {
                 "--config.data.dataset=<name>"),
     "spoken_words": (("num_words", "renditions", "dict_path", "num_workers", "target"), (),
                      "the spoken_words options in docs/speech.md"),
+    "speech_files": (("directory", "files", "name", "sample_rate", "skip_bad_lines"),
+                     ("directory", "files"), "the speech_files options in docs/speech.md"),
 }
 
 
@@ -260,8 +274,10 @@ def _catalog_dataset(name, data_dir, options):
       raise
     # e.g. librispeech, speech_commands, spoken_digit: their Audio features need TensorFlow.
     raise ValueError(f"tfds cannot construct {name!r} without TensorFlow (its features need it), "
-                     "and s2s_jax reads data without TensorFlow; for speech, the offline "
-                     "spoken_words corpus works (docs/speech.md)") from None
+                     "and s2s_jax reads data without TensorFlow. For speech, list the corpus's "
+                     "WAV files for the speech_files dataset (benchmarks/data/speech_lists.py "
+                     "does it for speech_commands and librispeech), or use the offline "
+                     "spoken_words corpus (docs/speech.md)") from None
   if options.get("download"):
     builder.download_and_prepare(file_format="array_record")
   keys = builder.info.supervised_keys
