@@ -11,7 +11,8 @@
 
 For a speech model (configs/asr_words.py) each input line is the path of a WAV file (relative to
 the current directory; any sample rate, resampled to the model's) and each output line its
-transcript; --split decodes the run's own audio.
+transcript; --split decodes the run's own audio; --with_source writes path<TAB>transcript lines
+(a list for the speech_files dataset).
 
 Input comes from --input or stdin; output goes to --output or stdout. An empty input line gives an
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
@@ -191,6 +192,11 @@ def _decode_all(model, lines: list[str], out) -> tuple[list[str], list[int]]:
 def _run(checkpoints: list[str]) -> None:
   from s2s_jax import metrics
   model = _load(checkpoints)
+  if model.is_audio and _WITH_SOURCE.value and _SPLIT.value:
+    # A split's audio has no path to write; decoding a list of WAV paths with --with_source
+    # writes path<TAB>transcript lines, a speech_files list.
+    raise ValueError("--with_source with --split needs a text model: a speech split's audio "
+                     "has no path to write (give --input with WAV paths instead)")
   lines, references = _inputs(model)
   out = sys.stdout if _OUTPUT.value is None else open(_OUTPUT.value, "w", encoding="utf-8")  # noqa: SIM115
   try:

@@ -144,6 +144,11 @@ def test_decode_cli_transcribes_one_wav_path_per_line(model, asr_run, tmp_path):
   scores = json.loads(run.stderr.strip().splitlines()[-1])
   expected = metrics.asr_scores(want, texts[:3])
   assert scores == {"decoded": 3, **{k: pytest.approx(v) for k, v in expected.items()}}
+  # A split's audio has no path for --with_source to write: refused in one line.
+  run = subprocess.run([sys.executable, str(ROOT / "decode.py"), f"--workdir={asr_run[0]}",
+                        "--split=test", "--with_source"], env=ENV, capture_output=True,
+                       text=True)
+  assert run.returncode == 2 and "--with_source with --split needs a text model" in run.stderr
 
 
 def test_speech_config_mistakes_are_named(asr_run, tmp_path):
