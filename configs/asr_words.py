@@ -8,7 +8,11 @@ espeak-ng): log-mel features on device, a pyramidal BiLSTM encoder (LAS), locati
   python decode.py --workdir=/tmp/asr --input=wavs.txt               # your WAV files, one a line
 
 Baselines: `--config.model.attention=none` (the encoder's final state only) and
-`--config.model.attention=bahdanau` (content-only attention). Results in docs/speech.md.
+`--config.model.attention=bahdanau` (content-only attention).
+
+Measured (2026-12-01, 2 CPU cores, seed 0; 3,000 steps, 57 minutes with the cores shared, ~35
+alone): on unseen words from unseen voices, test CER 31.5% / WER 89.7% greedy, 30.6% / 87.9%
+beam 5 (the WER is mostly the spelling of unseen names; docs/speech.md).
 """
 
 import ml_collections
