@@ -175,19 +175,21 @@ def open_dataset(name: str, *, data_dir: str | None = None,
   if base == "speech_files":
     from s2s_jax.data import speech_files
     config = speech_files.make_config(**options)
-    builder = speech_files.SpeechFiles(config=config, data_dir=data_dir,
-                                       file_format="array_record")
-    if not builder.is_prepared():
-      builder.download_and_prepare()
-    return Dataset(builder, "audio", "text", sample_rate=config.sample_rate)
+    return Dataset(_prepared(speech_files.SpeechFiles, config, data_dir), "audio", "text",
+                   sample_rate=config.sample_rate)
   if base == "parallel_text":
-    config = parallel_text.make_config(**options)
-    builder = parallel_text.ParallelText(config=config, data_dir=data_dir,
-                                         file_format="array_record")
-    if not builder.is_prepared():
-      builder.download_and_prepare()
+    builder = _prepared(parallel_text.ParallelText, parallel_text.make_config(**options),
+                        data_dir)
     return Dataset(builder, "source", "target")
   return _catalog_dataset(name, data_dir, options)
+
+
+def _prepared(builder_class, config, data_dir) -> tfds.core.DatasetBuilder:
+  """A local-files builder with `config`, prepared (once) as ArrayRecord in `data_dir`."""
+  builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  return builder
 
 
 # Per kind of dataset: (the options it takes, those it needs, a config that sets them).
@@ -219,10 +221,8 @@ def _spoken_words(data_dir, options) -> Dataset:
   name = f"w{values['num_words']}-r{values['renditions']}" + (f"-{fingerprint}" if fingerprint
                                                                else "")
   config = spoken_words.SpokenWordsConfig(name=name, **values)
-  builder = spoken_words.SpokenWords(config=config, data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    builder.download_and_prepare()
-  return Dataset(builder, "audio", target, sample_rate=spoken_words.SAMPLE_RATE)
+  return Dataset(_prepared(spoken_words.SpokenWords, config, data_dir), "audio", target,
+                 sample_rate=spoken_words.SAMPLE_RATE)
 
 
 def _check_options(name: str, kind: str, options: dict[str, Any]) -> dict[str, Any]:
