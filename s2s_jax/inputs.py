@@ -118,12 +118,12 @@ def _audio_inputs(cfg, dataset, audio, texts, tgt_tok, batch_multiple) -> Inputs
 def _open_and_tokenize(cfg, workdir):
   dataset = data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
                                   options=dict(cfg["options"]))
-  if dataset.sample_rate:
-    return _open_speech(cfg, workdir, dataset)
   for split, skipped in dataset.skipped.items():
     if skipped:
       log.warning("%s: %d bad lines were skipped while preparing: %s", split,
                   sum(skipped.values()), dict(skipped))
+  if dataset.sample_rate:
+    return _open_speech(cfg, workdir, dataset)
   if cfg.get("train_tsv"):  # e.g. a teacher's outputs (sequence-level distillation)
     from s2s_jax.data import parallel_text
     rows = list(parallel_text.read_tsv(cfg["train_tsv"]))
