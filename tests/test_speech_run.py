@@ -22,7 +22,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("speech_run"),  # one worker trains the module's run (pyproject)
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed "
                        "(.ci/run installs it as root; apt-get install espeak-ng)"),
 ]
