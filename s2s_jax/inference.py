@@ -291,17 +291,18 @@ class Model:
     source is a WAV path or a waveform, and the columns are encoder steps labelled with their
     start time."""
     self._check_attention("attention")
+    fc = self.first_config.feature_config
+    if self.is_audio:  # read a WAV path once, for the decode and the weights
+      source = (wav.read_wav(source, fc.sample_rate) if isinstance(source, (str, os.PathLike))
+                else wav.as_int16(source, "source"))
     if output is None:
       out_ids = list(self.decode([source], **decode_kw)[0].hypotheses[0].ids)
     else:
       out_ids = self.target_tokenizer.encode(output)
     out_pieces = self.target_tokenizer.pieces([*out_ids, EOS_ID])
-    if self.is_audio:  # source: a WAV path or a waveform; columns: encoder steps, in seconds
-      fc = self.first_config.feature_config
-      samples = (wav.read_wav(source, fc.sample_rate) if isinstance(source, (str, os.PathLike))
-                 else wav.as_int16(source, "source"))
-      steps = self._encoder_steps(int(features.num_frames(len(samples), fc)))
-      weights = self._attention_weights((samples[None, :], np.array([len(samples)], np.int32)),
+    if self.is_audio:  # columns: encoder steps, labelled in seconds
+      steps = self._encoder_steps(int(features.num_frames(len(source), fc)))
+      weights = self._attention_weights((source[None, :], np.array([len(source)], np.int32)),
                                         [out_ids])
       cfg = self.first_config
       step_s = fc.hop_length * cfg.encoder_reduce ** (cfg.encoder_layers - 1) / fc.sample_rate

@@ -362,9 +362,7 @@ def batch_source(batch: Mapping[str, Any]) -> Any:
 def source_positions(batch: Mapping[str, Any], cfg: ModelConfig) -> int:
   """Real source positions of a (host) batch: tokens with EOS, or feature frames for audio."""
   if "audio" in batch:
-    n, fc = np.asarray(batch["audio_len"]), cfg.feature_config  # features.num_frames, on host
-    return int(np.sum(np.where(n >= fc.frame_length, 1 + (n - fc.frame_length) // fc.hop_length,
-                               0)))
+    return int(np.sum(features.num_frames(batch["audio_len"], cfg.feature_config)))
   return int(np.sum(np.asarray(batch["src"]) != PAD_ID))
 
 

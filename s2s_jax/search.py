@@ -72,8 +72,11 @@ class SearchOptions:
 
   def output_length(self, source_length: int) -> int:
     """The static output length T for sources padded to `source_length` (EOS included)."""
-    return min(self.max_len, math.ceil(self.max_len_ratio * max(source_length - 1, 0))
-               + self.max_len_offset)
+    return self.limit(max(source_length - 1, 0))
+
+  def limit(self, units: int) -> int:
+    """Most output tokens for an input of `units` (source tokens without EOS, or frames)."""
+    return min(self.max_len, math.ceil(self.max_len_ratio * units) + self.max_len_offset)
 
 
 def with_overrides(options: SearchOptions, overrides: Mapping[str, Any]) -> SearchOptions:
@@ -116,8 +119,7 @@ def output_length(cfg: ModelConfigs, opts: SearchOptions, src: Any) -> int:
   limit of its longest possible input, from the padded shape alone."""
   first = _first(cfg)
   if first.source == "audio":
-    frames = int(features.num_frames(src[0].shape[1], first.feature_config))
-    return min(opts.max_len, math.ceil(opts.max_len_ratio * frames) + opts.max_len_offset)
+    return opts.limit(int(features.num_frames(src[0].shape[1], first.feature_config)))
   return opts.output_length(src.shape[1])
 
 

@@ -82,8 +82,9 @@ def read_tsv(path: str, skipped: textfiles.SkipCounter | None = None
     tabs = line.count("\t")
     if tabs != 1:
       found = "no tab" if tabs == 0 else f"{tabs} tabs"
-      _reject(textfiles.InputError(path, number, f"expected source<TAB>target, found {found}"),
-              skipped)
+      textfiles.reject(
+          textfiles.InputError(path, number, f"expected source<TAB>target, found {found}"),
+          skipped)
       continue
     source, target = line.split("\t")
     if pair := _nonempty(path, path, number, source, target, skipped):
@@ -107,18 +108,12 @@ def read_aligned(source_path: str, target_path: str,
       yield number, *pair
 
 
-def _reject(error: textfiles.InputError, skipped: textfiles.SkipCounter | None) -> None:
-  if skipped is None:
-    raise error
-  skipped.add(error)
-
-
 def _nonempty(source_path, target_path, number, source, target, skipped):
   """(source, target) stripped of surrounding whitespace, or None if a side is empty (skipped)."""
   source, target = source.strip(), target.strip()
   for path, side, text in ((source_path, "source", source), (target_path, "target", target)):
     if not text:
-      _reject(textfiles.InputError(path, number, f"empty {side} side"), skipped)
+      textfiles.reject(textfiles.InputError(path, number, f"empty {side} side"), skipped)
       return None
   return source, target
 

@@ -106,11 +106,9 @@ class SpeechFiles(tfds.core.GeneratorBasedBuilder):
       try:
         audio = wav.read_wav(_audio_path(tsv, path), config.sample_rate)
       except textfiles.InputError as e:
-        error = textfiles.InputError(tsv, number, f"audio {e.path}: {e.message}",
-                                     reason=f"audio: {e.message.split(' (')[0]}")
-        if skipped is None:
-          raise error from None
-        skipped.add(error)
+        textfiles.reject(textfiles.InputError(tsv, number, f"audio {e.path}: {e.message}",
+                                              reason=f"audio: {e.message.split(' (')[0]}"),
+                         skipped)
         continue
       yield number, {"audio": audio, "text": text, "path": path}
     if skipped is not None:

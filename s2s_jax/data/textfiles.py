@@ -53,6 +53,13 @@ class SkipCounter:
     return dict(self.counts)
 
 
+def reject(error: InputError, skipped: SkipCounter | None) -> None:
+  """Raises `error`, or counts it in `skipped` when the caller skips bad lines."""
+  if skipped is None:
+    raise error
+  skipped.add(error)
+
+
 def check_exists(path: str | os.PathLike, what: str) -> str:
   """`path` as a string; raises `InputError` naming `what` (e.g. a config field) if it is absent."""
   path = os.fspath(path)
