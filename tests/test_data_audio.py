@@ -35,16 +35,19 @@ def test_every_kept_utterance_is_batched_once_per_epoch_in_its_frame_bucket():
   data, audio, texts, tok = _split()
   pipeline = _pipeline(data)
   frames = pipeline.frames(np.array([len(a) for a in audio]))
-  keep = (frames <= 40) & (np.array([len(t) + 1 for t in texts]) <= 8)
+  tgt_len = np.array([len(t) + 1 for t in texts])
+  keep = (frames <= 40) & (tgt_len <= 8)
   assert pipeline.stats.num_kept == keep.sum()
   assert sum(pipeline.stats.dropped.values()) == len(audio) - keep.sum()
-  seen = []
+  assert pipeline.stats.real_tokens == frames[keep].sum() + tgt_len[keep].sum()
+  seen, padded = [], 0
   ds = pipeline.dataset()
   for k in range(pipeline.batches_per_epoch):
     batch = ds[k]
     rows, samples = batch["audio"].shape
     bucket = (samples - FEATURES.frame_length) // FEATURES.hop_length + 1
     assert bucket in CONFIG.bucket_lengths and rows * bucket <= CONFIG.max_tokens
+    padded += rows * (bucket + batch["tgt_in"].shape[1])  # frames + the fixed target length
     for row, i in enumerate(batch["index"]):
       if i < 0:
         assert not batch["audio"][row].any() and batch["audio_len"][row] == 0
@@ -60,6 +63,7 @@ def test_every_kept_utterance_is_batched_once_per_epoch_in_its_frame_bucket():
       assert batch["tgt_out"][row, :len(ids) + 1].tolist() == [*ids, EOS_ID]
       assert (batch["tgt_out"][row, len(ids) + 1:] == PAD_ID).all()
   assert sorted(seen) == sorted(np.flatnonzero(keep).tolist())
+  assert pipeline.stats.padded_tokens == padded  # the logged padding share counts these
 
 
 def test_features_of_a_batch_row_are_the_utterances_own():

@@ -71,6 +71,9 @@ class AudioPipeline(Pipeline):
     tgt_len = np.diff(self.data.tgt_offsets) + 1
     return src_frames, tgt_len, src_frames  # the frame count alone picks the bucket
 
+  def _row_positions(self, length: int) -> int:
+    return length + self.config.max_target_length  # frames + the fixed target length
+
   def _load(self, position: tuple[int, int]) -> Batch:
     index, frames = self._rows(position)
     rows, T = len(index), self.config.max_target_length

@@ -190,7 +190,7 @@ class Pipeline:
         bucket_examples={L: len(m) for m, L in zip(self._members, lengths, strict=True) if len(m)},
         batches_per_epoch=self.batches_per_epoch,
         real_tokens=int(src_len[keep].sum() + tgt_len[keep].sum()),
-        padded_tokens=sum(2 * n * config.rows(L) * L
+        padded_tokens=sum(n * config.rows(L) * self._row_positions(L)
                           for n, L in zip(batches, lengths, strict=True)))
     report = log.warning if self.stats.dropped else log.info
     report("%s: %s", name, self.stats.summary())
@@ -203,6 +203,10 @@ class Pipeline:
     src_len = np.diff(self.data.src_offsets) + int(self.config.source_eos)
     tgt_len = np.diff(self.data.tgt_offsets) + 1
     return src_len, tgt_len, np.maximum(src_len, tgt_len)
+
+  def _row_positions(self, length: int) -> int:
+    """Source + target positions of one row of a bucket of `length`: both sides padded to it."""
+    return 2 * length
 
   @property
   def bucket_shapes(self) -> list[tuple[int, int]]:
