@@ -22,7 +22,7 @@ from configs import g2p
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = g2p.get_config()
+  c = g2p.shared_config()
   c.data.dataset = "spoken_words"
   # spoken_words options (docs/speech.md): 8,000 words spoken twice each (~14k training
   # utterances); target 'text' is the spelling, 'phones' the CMUdict pronunciation.
@@ -55,7 +55,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 300
   c.train.num_steps = 3000
-  c.train.max_minutes, c.train.early_stopping_patience = 0.0, 0  # g2p.py's budget guards: off
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
   c.train.eval_metric = "cer"  # speech: WER and CER of transcripts, the best step by CER

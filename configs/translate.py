@@ -15,7 +15,7 @@ from configs import g2p
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = g2p.get_config()
+  c = g2p.shared_config()
   c.data.dataset = "parallel_text"
   c.data.options = ml_collections.ConfigDict({
       "directory": "",  # where the files are
@@ -42,7 +42,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.ema_decay = 0.0
   c.optimizer.learning_rate = 1e-3
   c.train.num_steps = 50_000
-  c.train.max_minutes, c.train.early_stopping_patience = 0.0, 0  # g2p.py's budget guards: off
   c.train.eval_every = 2000
   c.train.checkpoint_every = 2000
   c.train.eval_metric = "bleu"
