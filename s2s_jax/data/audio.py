@@ -59,6 +59,8 @@ class AudioPipeline(Pipeline):
 
   def frames(self, num_samples: np.ndarray) -> np.ndarray:
     """Frames that fit inside each utterance (as `features.num_frames` counts them)."""
+    # A NumPy twin of features.num_frames: the pipeline counts every utterance of a split on the
+    # host, where a jnp call would dispatch to the device; tests hold the two equal.
     n = np.asarray(num_samples)
     return np.where(n >= self.frame_length, 1 + (n - self.frame_length) // self.hop_length, 0)
 
