@@ -35,8 +35,9 @@ def test_every_kept_utterance_is_batched_once_per_epoch_in_its_frame_bucket():
   data, audio, texts, tok = _split()
   pipeline = _pipeline(data)
   # The model's own frame count is the reference: the host-side copy in the pipeline must agree.
-  frames = np.asarray(features.num_frames(np.array([len(a) for a in audio]), FEATURES))
-  np.testing.assert_array_equal(pipeline.frames(np.array([len(a) for a in audio])), frames)
+  samples = np.array([len(a) for a in audio])
+  frames = np.asarray(features.num_frames(samples, FEATURES))
+  np.testing.assert_array_equal(pipeline.frames(samples), frames)
   tgt_len = np.array([len(t) + 1 for t in texts])
   keep = (frames <= 40) & (tgt_len <= 8)
   assert pipeline.stats.num_kept == keep.sum()
