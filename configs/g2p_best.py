@@ -15,7 +15,7 @@ Measured 2026-12-01 (AMD EPYC, 2 cores, nothing else running), seed 0: early-sto
 22,000 after 42.4 training minutes, best step 18,000; validation 24.6% / test 25.8% WER beam 5
 (PER 6.0%). The three-run ensemble above: validation 23.3% / test 24.1% WER (PER 5.7%), ~86
 training minutes in all (docs/results.md). Add `--config.data.dataset=cmudict` for the
-with-stress variant (not measured with this config).
+with-stress variant: capped at 38 minutes (step 21,750), test 30.6% WER / 8.0% PER beam 5.
 """
 
 import ml_collections
