@@ -17,8 +17,8 @@ it, a 115-minute cap keeps it (with its evaluations) within 2 hours.
 
 Measured 2026-12-02 (AMD EPYC, 2 cores, nothing else running; docs/results.md): seed 0 stopped
 itself at step 20,000 after 58.0 training minutes, best step 16,000, validation 24.8% / test
-24.8% WER beam 5 (PER 5.9%); seed 1, stopped by hand at step 22,000 (~72 minutes of wall
-time, still improving): validation 23.6% / test 24.6% (PER 5.9%). The four-run ensemble
+24.8% WER beam 5 (PER 5.9%); seed 1 stopped itself at step 26,000 after 83.6 training
+minutes, best step 22,000: validation 23.6% / test 24.6% (PER 5.9%). The four-run ensemble
 above: validation 22.5% / test 23.6% WER, PER 5.6%. With stress
 (`--config.data.dataset=cmudict`, seed 0): 28,000 steps in 92.5 training minutes (best step
 24,000), validation 28.7% / test 29.5% WER beam 5, PER 7.6%.
