@@ -18,7 +18,8 @@ it, a 115-minute cap keeps it (with its evaluations) within 2 hours.
 Measured 2026-12-02 (AMD EPYC, 2 cores, nothing else running; docs/results.md): seed 0 stopped
 itself at step 20,000 after 58.0 training minutes, best step 16,000, validation 24.8% / test
 24.8% WER beam 5 (PER 5.9%); seed 1 stopped itself at step 26,000 after 83.6 training
-minutes, best step 22,000: validation 23.6% / test 24.6% (PER 5.9%). The four-run ensemble
+minutes, best step 22,000: validation 23.6% / test 24.6% (PER 5.9%). Decoded with
+`--average_last=2` (the last two checkpoints' mean), test is 24.5% for both. The four-run ensemble
 above: validation 22.5% / test 23.6% WER, PER 5.6%. With stress
 (`--config.data.dataset=cmudict`, seed 0): 28,000 steps in 92.5 training minutes (best step
 24,000), validation 28.7% / test 29.5% WER beam 5, PER 7.6%.
