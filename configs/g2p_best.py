@@ -4,7 +4,7 @@
   python train.py --config=configs/g2p_best.py --workdir=/tmp/g2p_i1 --config.seed=1
   python train.py --config=configs/g2p_best.py --workdir=/tmp/g2p_h \
       --config.model.encoder_hidden_size=128 --config.model.hidden_size=256 \
-      --config.model.dropout=0.3                         # H, this config until 2026-12-02
+      --config.model.dropout=0.3 --config.train.max_minutes=120   # H, this config until 2026-12-02
   python train.py --workdir=/tmp/g2p_n --config.seed=1                      # configs/g2p.py
   python decode.py --workdir=/tmp/g2p_i0,/tmp/g2p_i1,/tmp/g2p_h,/tmp/g2p_n --split=test \
       > /dev/null  # ensemble, beam 5; WER / PER on stderr
