@@ -18,17 +18,19 @@ Input comes from --input or stdin; output goes to --output or stdout. An empty i
 empty output line; an input longer than --max_source_len tokens is cut (warned on stderr), never
 dropped. With --reference (one line per input; several references separated by tabs) or --split,
 the task metrics (WER/PER or BLEU/chrF, from the run's config) are printed to stderr as JSON.
-The search flags are the fields of `s2s_jax.search.SearchOptions`. A missing run, a bad input
-file or a bad option ends with one line `decode.py: error: ...` and exit code 2.
+The search flags are the fields of `s2s_jax.search.SearchOptions` (name, type, default and help);
+a flag left unset keeps the run's default (for a speech model, its --max_len_ratio is the run's
+train.max_decode_length_factor). A missing run, a bad input file or a bad option ends with one
+line `decode.py: error: ...` and exit code 2.
 """
 
-import dataclasses
 import json
 import sys
 
 from absl import app, flags
 
 from s2s_jax import cli
+from s2s_jax.search import SearchOptions
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "A training run's directory; several, comma-"
                              "separated, decode as an ensemble (mean of their probabilities).")
@@ -42,28 +44,12 @@ _OUTPUT = flags.DEFINE_string("output", None, "Output file (default: stdout).")
 _REFERENCE = flags.DEFINE_string("reference", None, "References, line-aligned with the input.")
 _SPLIT = flags.DEFINE_string("split", None, "Decode this split of the run's dataset instead of "
                              "--input, scored against all its references.")
-_METHOD = flags.DEFINE_enum("method", "beam", ["beam", "greedy", "sample"], "Search method.")
-_BEAM_SIZE = flags.DEFINE_integer("beam_size", 5, "Beam width (1 = greedy).")
-_NBEST = flags.DEFINE_integer("nbest", 1, "Outputs per input; > 1 writes TSV "
-                              "(index, rank, score, text).")
 _WITH_SOURCE = flags.DEFINE_bool(
     "with_source", False, "Write 'input<TAB>output' lines: a TSV corpus for train.py's "
     "--config.data.train_tsv or the parallel_text dataset, e.g. a teacher's outputs on "
     "--split=train for sequence-level distillation. Empty inputs and outputs are left out "
     "(counted on stderr).")
-_ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (0 = none).")
-_LENGTH_PENALTY = flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "average"],
-                                    "Length penalty formula.")
-_MAX_LEN = flags.DEFINE_integer("max_len", 256, "Absolute cap on output tokens.")
-_MAX_LEN_RATIO = flags.DEFINE_float("max_len_ratio", None, "Output tokens <= ratio * source "
-                                    "tokens + max_len_offset (default 2; for a speech model, "
-                                    "per feature frame, default its run's "
-                                    "train.max_decode_length_factor).")
-_MAX_LEN_OFFSET = flags.DEFINE_integer("max_len_offset", 10, "See --max_len_ratio.")
 _MAX_SOURCE_LEN = flags.DEFINE_integer("max_source_len", 256, "Longer inputs are cut (warned).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most probable tokens (0 = all).")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Sentences per compiled batch.")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
@@ -73,6 +59,9 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "On an input or option error, raise it with "
                                "its traceback instead of printing one line.")
 _CHUNK = 4096  # lines read, decoded and written at a time
+# The search flags: one per `SearchOptions` field (--method, --beam_size, --nbest, --alpha, ...).
+cli.define_flags(SearchOptions)
+flags.adopt_module_key_flags(cli)  # so that --help lists them with decode.py's own
 _PROG = "decode.py"
 
 
@@ -100,13 +89,11 @@ def _inputs(model) -> tuple[list, list[list[str]] | None]:
   return lines, references
 
 
-def _search_options(model):
-  """The search flags as one `SearchOptions` (the flags carry the fields' names); a flag left
-  unset (None) keeps the model's default."""
-  from s2s_jax.search import SearchOptions
-  return dataclasses.replace(model.default_options(), **{
-      f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(SearchOptions)
-      if flags.FLAGS[f.name].value is not None})
+def _search_options(model) -> SearchOptions:
+  """The model's default search (`Model.default_options`: the run's) with the search flags
+  given on the command line replacing their fields; a flag left unset keeps the default."""
+  from s2s_jax import search
+  return search.with_overrides(model.default_options(), cli.given_flags(SearchOptions))
 
 
 def _nonempty(item) -> bool:
@@ -128,7 +115,7 @@ def _check_flags() -> list[str]:
     cli.fail(_PROG, "--average_last replaces --checkpoint; give one or the other")
   if _SPLIT.value and (_INPUT.value or _REFERENCE.value):
     cli.fail(_PROG, "--split replaces --input and --reference; give one or the other")
-  if _WITH_SOURCE.value and _NBEST.value > 1:
+  if _WITH_SOURCE.value and flags.FLAGS.nbest > 1:
     cli.fail(_PROG, "--with_source writes one output per input; it needs --nbest=1")
   return checkpoints
 
@@ -159,11 +146,11 @@ def _write(out, result, index: int) -> None:
   if _WITH_SOURCE.value:
     if result.text.strip():  # a line with an empty side is not a training pair
       out.write(f"{result.source}\t{result.text}\n")
-  elif _NBEST.value == 1:
+  elif flags.FLAGS.nbest == 1:
     out.write(result.text + "\n")
   elif not result.hypotheses:  # an empty input: one row with the empty output
     out.write(f"{index}\t1\t0.0\t\n")
-  for rank, hyp in enumerate(result.hypotheses if _NBEST.value > 1 else (), start=1):
+  for rank, hyp in enumerate(result.hypotheses if flags.FLAGS.nbest > 1 else (), start=1):
     out.write(f"{index}\t{rank}\t{hyp.score:.4f}\t{hyp.text}\n")
 
 

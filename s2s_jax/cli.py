@@ -9,10 +9,12 @@ records when there is no progress bar).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import typing
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from absl import flags
 from absl import logging as absl_logging
@@ -55,3 +57,28 @@ def run(prog: str, fn: Callable[[], T], *, traceback: bool = False) -> T:
     if traceback:
       raise
     fail(prog, str(e) or type(e).__name__)
+
+
+_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           bool: flags.DEFINE_bool}
+
+
+def define_flags(options_class: type, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """One absl flag per field of the dataclass `options_class`: the field's name, type and
+  default, its `metadata['help']`, and `metadata['choices']` (an enum flag) when set."""
+  types = typing.get_type_hints(options_class)
+  for field in dataclasses.fields(options_class):
+    help_text, choices = field.metadata.get("help", ""), field.metadata.get("choices")
+    if choices:
+      flags.DEFINE_enum(field.name, field.default, list(choices), help_text,
+                        flag_values=flag_values)
+    else:
+      _DEFINE[types[field.name]](field.name, field.default, help_text, flag_values=flag_values)
+
+
+def given_flags(options_class: type, flag_values: flags.FlagValues = flags.FLAGS
+                ) -> dict[str, Any]:
+  """{field: value} of the `define_flags` flags given on the command line (an unset flag is
+  left to whatever default the caller starts from)."""
+  return {f.name: flag_values[f.name].value for f in dataclasses.fields(options_class)
+          if flag_values[f.name].present}

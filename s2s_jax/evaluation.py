@@ -38,9 +38,7 @@ class Evaluator:
     self.decodes = self.metric not in ("loss", "accuracy")  # task metrics need outputs
     self.model_config = model_config
     self.apply_fn = Seq2Seq(model_config).apply
-    self.options = search_lib.SearchOptions(
-        method="greedy", max_len_ratio=config.train.max_decode_length_factor, max_len_offset=10,
-        max_len=1 << 16)  # no absolute cap: the ratio limits every sentence
+    self.options = search_lib.run_options(config, model_config, evaluation=True)
     self._eval = jax.jit(eval_step, static_argnums=1)
 
   def __call__(self, params: Any, split: str) -> dict[str, float]:
@@ -55,8 +53,7 @@ class Evaluator:
         sums[key] += float(value)
       if self.decodes:
         src = batch_source(batch)
-        out = search_lib.search_jit(params, self.model_config, src, self.options,
-                                    search_lib.output_length(self.model_config, self.options, src))
+        out = search_lib.search_jit(params, self.model_config, src, self.options)
         ids_BT = gather(out.tokens_BRT[:, 0])
         for row, index in enumerate(gather(batch["index"])):
           if index >= 0:

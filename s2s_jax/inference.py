@@ -14,7 +14,6 @@ The search itself (`SearchOptions`, `search`) is `s2s_jax.search`; checkpoints a
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -28,15 +27,17 @@ import numpy as np
 
 from s2s_jax import checkpoint as checkpoint_lib
 from s2s_jax import data as data_lib
-from s2s_jax import decoding, features, files, plots, rnn
+from s2s_jax import decode_io, files, plots
 from s2s_jax import model as model_lib
 from s2s_jax import search as search_lib
 from s2s_jax.data import tokenizers as tokenizers_lib
-from s2s_jax.data import wav
+from s2s_jax.decode_io import Hypothesis, Result
 from s2s_jax.search import ModelConfigs, SearchOptions
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Hypothesis", "Model", "Result", "ensemble", "export", "load"]
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
@@ -44,36 +45,6 @@ def _attention(params, cfg, src_BS, tgt_in_BT):
   enc = model_lib.encode(params, cfg, src_BS)
   _, weights_BTS = model_lib.decode(params, cfg, enc, tgt_in_BT)
   return weights_BTS
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclasses.dataclass(frozen=True)
-class Hypothesis:
-  text: str
-  score: float  # logprob / length penalty: what the search ranks by
-  logprob: float  # sum of token log-probabilities, EOS included
-  ids: tuple[int, ...]  # output token ids, without EOS
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-  """One input's outputs, best first. An empty (whitespace-only) input has no hypotheses, nor
-  does audio shorter than one feature frame (25 ms). For audio, `source` is the file's path or
-  `<N samples>` for an array, and `attention` runs over encoder steps (frames after the
-  pyramid's reductions)."""
-
-  source: str
-  hypotheses: tuple[Hypothesis, ...]
-  truncated: bool = False  # the source was cut to max_source_len tokens
-  attention: np.ndarray | None = None  # [output tokens + EOS, source tokens + EOS], best hyp.
-  unknown: tuple[str, ...] = ()  # source tokens the training data never had (read as <unk>)
-
-  @property
-  def text(self) -> str:
-    """The best output ('' for an empty input)."""
-    return self.hypotheses[0].text if self.hypotheses else ""
 
 
 # ----------------------------------------------------------------------------- the model
@@ -118,27 +89,23 @@ class Model:
     return self.first_config.source == "audio"
 
   def default_options(self) -> SearchOptions:
-    """`SearchOptions()`, except that a speech model's output limit per feature frame is its
-    run's `train.max_decode_length_factor` (frames come 100 a second; the text default, 2 per
-    source token, would let a 1-second utterance search 210 steps)."""
-    if not self.is_audio:
-      return SearchOptions()
-    ratio = self.config.get("train", {}).get("max_decode_length_factor") or 0.25
-    return SearchOptions(max_len_ratio=ratio)
+    """The search `decode` runs when given no options: `search.run_options` of the run."""
+    return search_lib.run_options(self.config, self.model_config)
 
   def _check_attention(self, what: str) -> None:
     if self.is_ensemble:
       raise ValueError(f"{what}: an ensemble has one attention per member; ask a member model")
-    if self.model_config.attention == "none":
-      raise ValueError(f"{what}: this model has no attention (attention='none')")
+    if not self.model_config.attention_type.has_weights:
+      raise ValueError(f"{what}: this model has no attention "
+                       f"(attention={self.model_config.attention!r})")
+
+  def _inputs(self, max_source_len: int) -> decode_io.Inputs:
+    return decode_io.for_model(self.first_config, self.source_tokenizer, max_source_len)
 
   def source_ids(self, text: str, max_source_len: int = 256) -> tuple[list[int], bool]:
     """(ids with EOS, truncated?): what the model reads for `text`, as in training."""
-    if max_source_len < 2:
-      raise ValueError(f"max_source_len={max_source_len} must be >= 2 (a token and EOS)")
-    ids = self.source_tokenizer.encode(text)
-    truncated = len(ids) + 1 > max_source_len
-    return ids[:max_source_len - 1] + [EOS_ID], truncated
+    return decode_io.TextInputs(self.first_config, self.source_tokenizer,
+                                    max_source_len).source_ids(text)
 
   def decode(self, texts: Sequence[str], options: SearchOptions | None = None, *,
              max_source_len: int = 256, seed: int = 0, batch_size: int = 64,
@@ -149,9 +116,9 @@ class Model:
 
     The search is `options` (default `default_options()`: beam search, K = 5) with any
     `SearchOptions` field given as a keyword replacing its value, e.g. `beam_size=1`.
-    Texts are sorted by length and decoded `batch_size` at a time (padded to a multiple of 8
-    tokens, so few shapes compile); the order is restored after. A source longer than
-    `max_source_len` tokens (EOS included) is cut, with a warning, and marked `truncated`.
+    Inputs are sorted by length and decoded `batch_size` at a time (padded to a multiple of 8
+    tokens or 16 frames, so few shapes compile); the order is restored after. A source longer
+    than `max_source_len` tokens (EOS included) is cut, with a warning, and marked `truncated`.
     Sampling draws sentence i's samples from `seed` and i, whatever shares its batch.
     """
     if isinstance(texts, str) or (isinstance(texts, np.ndarray) and texts.ndim == 1):
@@ -159,94 +126,35 @@ class Model:
     opts = search_lib.with_overrides(options or self.default_options(), search_kw)
     if return_attention:
       self._check_attention("return_attention=True")
-    if self.is_audio:
-      return self._decode_audio(texts, opts, seed, batch_size, return_attention)
-    encoded = [self.source_ids(t, max_source_len) if t.strip() else ([], False) for t in texts]
-    truncated = [i for i, (_, cut) in enumerate(encoded) if cut]
-    if truncated:
-      log.warning("%d of %d inputs are longer than max_source_len=%d tokens and were cut "
-                  "(input indices %s)", len(truncated), len(texts), max_source_len,
-                  truncated[:10])
-    unknown = [tuple(self.source_tokenizer.unknown(t)) for t in texts]
-    flagged = [i for i, u in enumerate(unknown) if u]
-    if flagged:
-      log.warning("%d of %d inputs hold tokens the model never saw in training, read as "
-                  "<unk> (input indices %s; see Result.unknown)", len(flagged), len(texts),
-                  flagged[:10])
-    todo = sorted((i for i, (ids, _) in enumerate(encoded) if ids),
-                  key=lambda i: len(encoded[i][0]))
+    inputs = self._inputs(max_source_len)
+    return self._decode(inputs, inputs.read(texts), opts, seed, batch_size, return_attention)
+
+  def _decode(self, inputs: decode_io.Inputs, items: list[decode_io.Input],
+              opts: SearchOptions, seed: int, batch_size: int, return_attention: bool
+              ) -> list[Result]:
+    """The decode loop: items sorted by length, searched `batch_size` at a time."""
+    todo = sorted((i for i, x in enumerate(items) if x.steps), key=lambda i: items[i].steps)
     hyps: dict[int, tuple[Hypothesis, ...]] = {}
     attention: dict[int, np.ndarray] = {}
     rng = jax.random.PRNGKey(seed)
     for start in range(0, len(todo), batch_size):
       rows = todo[start:start + batch_size]
-      src_BS, row_ids = self._batch([encoded[i][0] for i in rows], rows, batch_size)
+      # A power-of-two row count (<= batch_size; the first row repeated): few compiled shapes.
+      padded = rows + rows[:1] * (min(batch_size, 1 << (len(rows) - 1).bit_length()) - len(rows))
+      src = inputs.batch([items[i] for i in padded])
       out = jax.device_get(search_lib.search_jit(
-          self.params, self.model_config, src_BS, opts, opts.output_length(src_BS.shape[1]), rng,
-          row_ids))
+          self.params, self.model_config, src, opts, rng=rng,
+          row_ids_B=np.array(padded, np.int32)))
       for r, i in enumerate(rows):
-        hyps[i] = tuple(self._hypothesis(out, r, k) for k in range(out.score_BR.shape[1]))
+        hyps[i] = decode_io.hypotheses(out, r, self.target_tokenizer)
       if return_attention:
         best = [hyps[i][0].ids for i in rows]
-        weights = self._attention_weights(src_BS[:len(rows)], best)
+        weights = self._attention_weights(inputs.batch([items[i] for i in rows]), best)
         for r, i in enumerate(rows):
-          attention[i] = weights[r, :len(best[r]) + 1, :len(encoded[i][0])]
-    return [Result(text, hyps.get(i, ()), encoded[i][1], attention.get(i), unknown[i])
-            for i, text in enumerate(texts)]
-
-  def _decode_audio(self, inputs: Sequence[Any], opts: SearchOptions, seed: int,
-                    batch_size: int, return_attention: bool) -> list[Result]:
-    """`decode` for a speech model: waveforms batched by length, padded to 16-frame steps."""
-    cfg = self.first_config.feature_config
-    waves, names = [], []
-    for i, x in enumerate(inputs):
-      if isinstance(x, str) and not x.strip():  # a blank line: no audio, no output
-        waves.append(np.zeros(0, np.int16))
-        names.append(x)
-      elif isinstance(x, (str, os.PathLike)):
-        waves.append(wav.read_wav(x, cfg.sample_rate))
-        names.append(os.fspath(x))
-      else:
-        waves.append(wav.as_int16(x, f"input {i}"))
-        names.append(f"<{len(waves[-1])} samples>")
-    frames = [int(features.num_frames(len(w), cfg)) for w in waves]
-    short = [i for i, f in enumerate(frames) if f == 0 and len(waves[i])]
-    if short:
-      log.warning("%d of %d inputs are shorter than one %g ms frame and have no output (input "
-                  "indices %s)", len(short), len(inputs), cfg.frame_ms, short[:10])
-    todo = sorted((i for i, f in enumerate(frames) if f), key=lambda i: frames[i])
-    hyps: dict[int, tuple[Hypothesis, ...]] = {}
-    attention: dict[int, np.ndarray] = {}
-    rng = jax.random.PRNGKey(seed)
-    for start in range(0, len(todo), batch_size):
-      rows = todo[start:start + batch_size]
-      n = min(batch_size, 1 << (len(rows) - 1).bit_length())  # few compiled shapes
-      width = -(-frames[rows[-1]] // 16) * 16
-      audio_BN = np.zeros((n, (width - 1) * cfg.hop_length + cfg.frame_length), np.int16)
-      samples_B = np.zeros(n, np.int32)
-      for r in range(n):
-        # Samples past the last whole frame enter no frame (as in training's batches).
-        w = waves[rows[r] if r < len(rows) else rows[0]][:audio_BN.shape[1]]
-        audio_BN[r, :len(w)], samples_B[r] = w, len(w)
-      row_ids = np.array(rows + [rows[0]] * (n - len(rows)), np.int32)
-      src = (audio_BN, samples_B)
-      out = jax.device_get(search_lib.search_jit(
-          self.params, self.model_config, src, opts,
-          search_lib.output_length(self.model_config, opts, src), rng, row_ids))
-      for r, i in enumerate(rows):
-        hyps[i] = tuple(self._hypothesis(out, r, k) for k in range(out.score_BR.shape[1]))
-      if return_attention:
-        best = [hyps[i][0].ids for i in rows]
-        weights = self._attention_weights(src, best)
-        for r, i in enumerate(rows):
-          attention[i] = weights[r, :len(best[r]) + 1, :self._encoder_steps(frames[i])]
-    return [Result(names[i], hyps.get(i, ()), attention=attention.get(i))
-            for i in range(len(inputs))]
-
-  def _encoder_steps(self, frames: int) -> int:
-    """The encoder's output steps for an utterance of `frames` feature frames."""
-    cfg = self.first_config
-    return int(rnn.reduced_lengths(frames, cfg.encoder_reduce, cfg.encoder_layers - 1))
+          columns = self.first_config.memory_steps(items[i].steps)
+          attention[i] = weights[r, :len(best[r]) + 1, :columns]
+    return [Result(x.name, hyps.get(i, ()), x.truncated, attention.get(i), x.unknown)
+            for i, x in enumerate(items)]
 
   def split(self, name: str) -> Any:
     """A split of the dataset this model was trained on (as the run's config names it): a
@@ -255,34 +163,14 @@ class Model:
     return data_lib.open_dataset(cfg["dataset"], data_dir=cfg["data_dir"] or None,
                                  options=dict(cfg["options"])).split(name)
 
-  @staticmethod
-  def _batch(sources: list[list[int]], rows: list[int], batch_size: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Sources padded to a multiple of 8 tokens and to a power-of-two row count (<= batch_size)
-    by repeating the first one: the compiled shapes stay few."""
-    n = min(batch_size, 1 << (len(sources) - 1).bit_length())
-    length = -(-max(map(len, sources)) // 8) * 8
-    src_BS = np.full((n, length), PAD_ID, np.int32)
-    for r in range(n):
-      ids = sources[r] if r < len(sources) else sources[0]
-      src_BS[r, :len(ids)] = ids
-    row_ids = np.array(rows + [rows[0]] * (n - len(rows)), np.int32)
-    return src_BS, row_ids
-
-  def _hypothesis(self, out: decoding.Hypotheses, row: int, rank: int) -> Hypothesis:
-    length = int(out.length_BR[row, rank])
-    ids = [int(t) for t in out.tokens_BRT[row, rank, :length] if t != EOS_ID]
-    return Hypothesis(self.target_tokenizer.decode(ids), float(out.score_BR[row, rank]),
-                      float(out.logprob_BR[row, rank]), tuple(ids))
-
-  def _attention_weights(self, src_BS: np.ndarray, outputs: list[Sequence[int]]) -> np.ndarray:
+  def _attention_weights(self, src: Any, outputs: list[Sequence[int]]) -> np.ndarray:
     """Teacher-forced attention weights [B, T, S] for outputs (ids without EOS)."""
     T = -(-(max(map(len, outputs)) + 1) // 8) * 8
     tgt_in_BT = np.full((len(outputs), T), PAD_ID, np.int32)
     for r, ids in enumerate(outputs):
       tgt_in_BT[r, 0] = BOS_ID
       tgt_in_BT[r, 1:len(ids) + 1] = ids
-    return np.asarray(_attention(self.params, self.model_config, src_BS, tgt_in_BT))
+    return np.asarray(_attention(self.params, self.model_config, src, tgt_in_BT))
 
   def attention(self, source: str, output: str | None = None, **decode_kw: Any
                 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -291,27 +179,17 @@ class Model:
     source is a WAV path or a waveform, and the columns are encoder steps labelled with their
     start time."""
     self._check_attention("attention")
-    fc = self.first_config.feature_config
-    if self.is_audio:  # read a WAV path once, for the decode and the weights
-      source = (wav.read_wav(source, fc.sample_rate) if isinstance(source, (str, os.PathLike))
-                else wav.as_int16(source, "source"))
+    inputs = self._inputs(decode_kw.pop("max_source_len", 256))
+    item = inputs.read([source])[0]  # a WAV path is read once, for the decode and the weights
     if output is None:
-      out_ids = list(self.decode([source], **decode_kw)[0].hypotheses[0].ids)
+      opts = search_lib.with_overrides(self.default_options(), decode_kw)
+      out_ids = list(self._decode(inputs, [item], opts, 0, 1, False)[0].hypotheses[0].ids)
     else:
       out_ids = self.target_tokenizer.encode(output)
-    out_pieces = self.target_tokenizer.pieces([*out_ids, EOS_ID])
-    if self.is_audio:  # columns: encoder steps, labelled in seconds
-      steps = self._encoder_steps(int(features.num_frames(len(source), fc)))
-      weights = self._attention_weights((source[None, :], np.array([len(source)], np.int32)),
-                                        [out_ids])
-      cfg = self.first_config
-      step_s = fc.hop_length * cfg.encoder_reduce ** (cfg.encoder_layers - 1) / fc.sample_rate
-      return (weights[0, :len(out_ids) + 1, :steps],
-              [f"{k * step_s:.2f}s" for k in range(steps)], out_pieces)
-    src_ids, _ = self.source_ids(source, decode_kw.pop("max_source_len", 256))
-    weights = self._attention_weights(np.array([src_ids], np.int32), [out_ids])
-    return (weights[0, :len(out_ids) + 1, :len(src_ids)],
-            self.source_tokenizer.pieces(src_ids), out_pieces)
+    weights = self._attention_weights(inputs.batch([item], pad_multiple=1), [out_ids])
+    columns = self.first_config.memory_steps(item.steps)
+    return (weights[0, :len(out_ids) + 1, :columns], inputs.labels(item),
+            self.target_tokenizer.pieces([*out_ids, EOS_ID]))
 
   def plot_attention(self, source: str, output: str | None = None, path: str = "attention.png",
                      **decode_kw: Any) -> str:

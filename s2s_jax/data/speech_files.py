@@ -92,6 +92,11 @@ class SpeechFiles(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,  # example i is the i-th good line
     )
 
+  def pair_keys(self) -> dict:
+    """The features `open_dataset` reads as source and target, and the audio's rate."""
+    return {"source_key": "audio", "target_key": "text",
+            "sample_rate": self.builder_config.sample_rate}
+
   def _split_generators(self, dl_manager):
     del dl_manager  # local data only
     config = self.builder_config
@@ -116,3 +121,6 @@ class SpeechFiles(tfds.core.GeneratorBasedBuilder):
       if skipped.total:
         log.warning("speech_files %s: skipped %d bad lines %s; first: %s", split, skipped.total,
                     skipped.as_dict(), "; ".join(skipped.examples))
+
+
+BUILDER = SpeechFiles

