@@ -150,7 +150,8 @@ class Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class LocalBuilder:
-  """A dataset built from local files: the module `s2s_jax.data.<module>`, which has
+  """A dataset built from local files: the module `module` (e.g. `s2s_jax.data.cmudict`), which
+  has
 
     make_config(**options) -> its tfds BuilderConfig: the options the dataset takes, each a
       keyword argument with its default there (none: required); a dataset name's variant
@@ -164,14 +165,17 @@ class LocalBuilder:
   example: str  # a config whose data.options sets the options
 
   def load(self) -> Any:
-    return importlib.import_module(f"s2s_jax.data.{self.module}")
+    return importlib.import_module(self.module)
 
 
+# Imported on first use: spoken_words and speech_files pull in audio code text runs never need.
 LOCAL_BUILDERS = {
-    "cmudict": LocalBuilder("cmudict", "configs/g2p.py"),
-    "parallel_text": LocalBuilder("parallel_text", "configs/translate.py"),
-    "spoken_words": LocalBuilder("spoken_words", "the spoken_words options in docs/speech.md"),
-    "speech_files": LocalBuilder("speech_files", "the speech_files options in docs/speech.md"),
+    "cmudict": LocalBuilder("s2s_jax.data.cmudict", "configs/g2p.py"),
+    "parallel_text": LocalBuilder("s2s_jax.data.parallel_text", "configs/translate.py"),
+    "spoken_words": LocalBuilder("s2s_jax.data.spoken_words",
+                                 "the spoken_words options in docs/speech.md"),
+    "speech_files": LocalBuilder("s2s_jax.data.speech_files",
+                                 "the speech_files options in docs/speech.md"),
 }
 CATALOG_OPTIONS = ("source_key", "target_key", "download")
 
