@@ -104,8 +104,8 @@ class Model:
 
   def source_ids(self, text: str, max_source_len: int = 256) -> tuple[list[int], bool]:
     """(ids with EOS, truncated?): what the model reads for `text`, as in training."""
-    return decode_io.TextInputs(self.first_config, self.source_tokenizer,
-                                    max_source_len).source_ids(text)
+    inputs = decode_io.TextInputs(self.first_config, self.source_tokenizer, max_source_len)
+    return inputs.source_ids(text)
 
   def decode(self, texts: Sequence[str], options: SearchOptions | None = None, *,
              max_source_len: int = 256, seed: int = 0, batch_size: int = 64,

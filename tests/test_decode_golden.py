@@ -89,6 +89,20 @@ def test_the_recorded_outputs_end_at_varied_lengths_so_they_can_catch_a_change()
   assert all(r == [] for r in (golden["none"]["greedy"][1], golden["audio_location"]["greedy"][1]))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["location", "audio_location"])
+def test_attention_of_a_batch_whose_row_count_is_not_a_power_of_two(name):
+  # The loop pads batches to a power-of-two row count; the attention pass sees the real rows.
+  model = _model(name)
+  inputs = [_inputs(name)[i] for i in (0, 2, 4)]  # three inputs that have outputs
+  results = model.decode(inputs, return_attention=True, beam_size=2)
+  cfg = model.model_config
+  for x, r in zip(inputs, results, strict=True):
+    steps = len(model.source_ids(x)[0]) if cfg.source == "tokens" else cfg.source_steps(len(x))
+    assert r.attention.shape == (len(r.hypotheses[0].ids) + 1, cfg.memory_steps(steps))
+    np.testing.assert_allclose(r.attention.sum(axis=1), 1.0, rtol=1e-5)
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
   GOLDEN.write_text(json.dumps({m: {s: _decode(m, s) for s in SEARCHES} for m in MODELS},
                                indent=None) + "\n")
