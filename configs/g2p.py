@@ -67,6 +67,10 @@ def shared_config() -> ml_collections.ConfigDict:
   c.model.input_feeding = False
   c.model.dropout = 0.1
   c.model.dtype = "float32"  # "bfloat16" for bf16 compute
+  # Joint CTC-attention (docs/model.md): loss = ctc_weight * CTC + (1 - ctc_weight) * CE; 0 = no
+  # CTC head. Decoding's default CTC weight is the same value (decode.py --ctc_weight).
+  c.model.ctc_weight = 0.0
+  c.model.ctc_upsample = 1  # CTC frames per encoder step (2 for letters -> longer phone strings)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # adam, adamw, sgd (with momentum), adafactor

@@ -214,6 +214,23 @@ def sample(step_fn: StepFn, carry: Any, rng: jax.Array, batch_size: int, max_len
 # ----------------------------------------------------------------------------- beam search
 
 
+class PrefixScorer(NamedTuple):
+  """A second score of every prefix that beam search adds to the model's (joint CTC-attention
+  decoding: `s2s_jax.ctc.prefix_scorer`). Candidates rank by
+  `(1 - weight) * model log-prob + weight * prefix log-prob`, summed over the tokens.
+
+  `score(state, last_token_N) -> (increments_NV, expanded)`: each row's log-score of every
+  one-token extension minus that of its prefix (<= 0, -inf for an impossible one; EOS: the
+  prefix as the whole output). `select(expanded, rows_N, tokens_N) -> state`: the state of the
+  chosen extensions (row n of the new state extends row `rows_N[n]` by `tokens_N[n]`).
+  """
+
+  state: Any  # pytree for the N = B*K rows, in whatever layout the scorer keeps
+  score: Callable[[Any, jax.Array], tuple[jax.Array, Any]]
+  select: Callable[[Any, jax.Array, jax.Array], Any]
+  weight: float
+
+
 class _BeamState(NamedTuple):
   """The beam search loop's state after t steps."""
 
@@ -224,27 +241,35 @@ class _BeamState(NamedTuple):
   alive_logprob_BK: jax.Array  # -inf for a beam slot not in use
   finished: Hypotheses  # the n-best finished so far (score -inf where none yet)
   done_B: jax.Array  # no live hypothesis can still enter the n-best list
+  # With a prefix scorer: its state and the live hypotheses' joint scores; else None and the
+  # ranking score is alive_logprob_BK.
+  prefix_state: Any = None
+  alive_score_BK: jax.Array | None = None
 
 
-def _top_candidates(logits_NV: jax.Array, alive_logprob_BK: jax.Array, M: int
+def _top_candidates(increments_NV: jax.Array, alive_BK: jax.Array, M: int
                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(logprob, parent beam, token) of each sentence's M best one-token extensions, [B, M]."""
-  B, K = alive_logprob_BK.shape
-  V = logits_NV.shape[-1]
-  shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
-  candidates_NV = (alive_logprob_BK.reshape(B * K)[:, None]
-                   + (shifted_NV - log_normalizer_N[:, None]))
+  """(score, parent beam, token) of each sentence's M best one-token extensions, [B, M]:
+  `alive_BK` plus each row's `increments_NV`."""
+  B, K = alive_BK.shape
+  V = increments_NV.shape[-1]
+  candidates_NV = alive_BK.reshape(B * K)[:, None] + increments_NV
   if V > 8 * K * _BLOCK:
     # The sentence's M best candidates are among each beam's M best (ties to the lower token,
     # then the lower beam, as one top_k over all K*V would break them): rank each row with
     # block maxima first, then the K*M survivors.
     top_NM, top_token_NM = row_top_k(candidates_NV, M)
-    logprob_BM, flat_BM = jax.lax.top_k(top_NM.reshape(B, K * M), M)
+    score_BM, flat_BM = jax.lax.top_k(top_NM.reshape(B, K * M), M)
     token_BM = jnp.take_along_axis(top_token_NM.reshape(B, K * M), flat_BM, axis=1)
-    return logprob_BM, flat_BM // M, token_BM
+    return score_BM, flat_BM // M, token_BM
   # Small vocabularies: one top_k over every candidate is cheaper.
-  logprob_BM, flat_BM = jax.lax.top_k(candidates_NV.reshape(B, K * V), M)
-  return logprob_BM, flat_BM // V, (flat_BM % V).astype(jnp.int32)
+  score_BM, flat_BM = jax.lax.top_k(candidates_NV.reshape(B, K * V), M)
+  return score_BM, flat_BM // V, (flat_BM % V).astype(jnp.int32)
+
+
+def _log_softmax(logits_NV: jax.Array) -> jax.Array:
+  shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
+  return shifted_NV - log_normalizer_N[:, None]
 
 
 def _merge_finished(finished: Hypotheses, cand_BMT: jax.Array, cand_logprob_BM: jax.Array,
@@ -261,9 +286,27 @@ def _merge_finished(finished: Hypotheses, cand_BMT: jax.Array, cand_logprob_BM: 
       jnp.concatenate([finished.length_BR, lengths_BM], axis=1)[batch_B1, keep_BR])
 
 
+def _candidates(s: _BeamState, logprob_NV: jax.Array, prefix: PrefixScorer | None, M: int
+                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, Any]:
+  """Each sentence's M best extensions [B, M]: (ranking score, parent beam, token, model
+  log-prob, the prefix scorer's expansion or None)."""
+  if prefix is None:
+    score_BM, parent_BM, token_BM = _top_candidates(logprob_NV, s.alive_logprob_BK, M)
+    return score_BM, parent_BM, token_BM, score_BM, None
+  B, K = s.token_BK.shape
+  increment_NV, expanded = prefix.score(s.prefix_state, s.token_BK.reshape(B * K))
+  joint_NV = (1.0 - prefix.weight) * logprob_NV + prefix.weight * increment_NV
+  score_BM, parent_BM, token_BM = _top_candidates(joint_NV, s.alive_score_BK, M)
+  batch_B1 = jnp.arange(B)[:, None]
+  logprob_BM = (s.alive_logprob_BK[batch_B1, parent_BM]
+                + logprob_NV[batch_B1 * K + parent_BM, token_BM])
+  return score_BM, parent_BM, token_BM, logprob_BM, expanded
+
+
 def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, max_length: int,
                 *, alpha: float = 0.0, length_penalty_kind: str = "gnmt", nbest: int = 1,
-                limit_B: jax.Array | None = None) -> Hypotheses:
+                limit_B: jax.Array | None = None, prefix: PrefixScorer | None = None
+                ) -> Hypotheses:
   """Beam search; returns the `nbest` best finished hypotheses of each sentence (R = nbest).
 
   `carry` (and whatever `step_fn` closes over) has B*K rows: see `tile_beams`. Each step expands
@@ -273,6 +316,9 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
   search). A sentence is done only when no live hypothesis can still reach the n-best list: with
   log-probabilities <= 0 and a penalty that grows with length, a live hypothesis' score is at
   most `logprob / penalty(limit)`.
+
+  With a `prefix` scorer, candidates rank by the joint score (see `PrefixScorer`) and `score`
+  is the joint score over the penalty; `logprob` stays the model's.
   """
   length_penalty(1, alpha, length_penalty_kind)  # validates the kind
   if alpha < 0:
@@ -288,29 +334,42 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
   def body(s: _BeamState) -> _BeamState:
     logits_NV, carry = step_fn(s.carry, s.token_BK.reshape(B * K))
     M = min(2 * K, K * logits_NV.shape[-1])
-    cand_logprob_BM, parent_BM, cand_token_BM = _top_candidates(logits_NV, s.alive_logprob_BK, M)
+    cand_score_BM, parent_BM, cand_token_BM, cand_logprob_BM, expanded = _candidates(
+        s, _log_softmax(logits_NV), prefix, M)
     cand_BMT = s.alive_BKT[batch_B1, parent_BM].at[:, :, s.t].set(cand_token_BM)
     length = s.t + 1
     ends_BM = (cand_token_BM == EOS_ID) | (length >= limit_B)[:, None]
     # Live on: the K best candidates that did not end.
-    alive_logprob_BK, pick_BK = jax.lax.top_k(jnp.where(ends_BM, -jnp.inf, cand_logprob_BM), K)
-    carry = gather_rows(carry, (batch_B1 * K + parent_BM[batch_B1, pick_BK]).reshape(B * K))
+    alive_score_BK, pick_BK = jax.lax.top_k(jnp.where(ends_BM, -jnp.inf, cand_score_BM), K)
+    rows_N = (batch_B1 * K + parent_BM[batch_B1, pick_BK]).reshape(B * K)
+    carry = gather_rows(carry, rows_N)
+    token_BK = cand_token_BM[batch_B1, pick_BK]
     # Finished: the candidates among the K best that ended compete for the n-best list.
     penalty = length_penalty(length, alpha, length_penalty_kind)
     finishes_BM = ends_BM & (jnp.arange(M) < K)[None, :]
-    cand_score_BM = jnp.where(finishes_BM, cand_logprob_BM / penalty, -jnp.inf)
-    finished = _merge_finished(s.finished, cand_BMT, cand_logprob_BM, cand_score_BM, length)
-    best_live_B = jnp.max(alive_logprob_BK, axis=1) / best_possible_penalty_B
-    return _BeamState(length, carry, cand_token_BM[batch_B1, pick_BK],
-                      cand_BMT[batch_B1, pick_BK], alive_logprob_BK, finished,
-                      best_live_B <= finished.score_BR[:, -1])
+    finished = _merge_finished(s.finished, cand_BMT, cand_logprob_BM,
+                               jnp.where(finishes_BM, cand_score_BM / penalty, -jnp.inf), length)
+    best_live_B = jnp.max(alive_score_BK, axis=1) / best_possible_penalty_B
+    done_B = best_live_B <= finished.score_BR[:, -1]
+    if prefix is None:
+      return _BeamState(length, carry, token_BK, cand_BMT[batch_B1, pick_BK], alive_score_BK,
+                        finished, done_B)
+    return _BeamState(length, carry, token_BK, cand_BMT[batch_B1, pick_BK],
+                      cand_logprob_BM[batch_B1, pick_BK], finished, done_B,
+                      prefix.select(expanded, rows_N, token_BK.reshape(B * K)), alive_score_BK)
 
+  start = _start(carry, B, K, T, R, prefix)
+  return jax.lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done_B), body, start).finished
+
+
+def _start(carry: Any, B: int, K: int, T: int, R: int, prefix: PrefixScorer | None
+           ) -> _BeamState:
   # Only beam 0 is live at the start, so the first step expands one copy of each sentence.
-  start = _BeamState(
+  alive_BK = jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, axis=0)
+  return _BeamState(
       jnp.int32(0), carry, jnp.full((B, K), BOS_ID, jnp.int32),
-      jnp.full((B, K, T), PAD_ID, jnp.int32),
-      jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, axis=0),
+      jnp.full((B, K, T), PAD_ID, jnp.int32), alive_BK,
       Hypotheses(jnp.full((B, R, T), PAD_ID, jnp.int32), jnp.full((B, R), -jnp.inf),
                  jnp.full((B, R), -jnp.inf), jnp.zeros((B, R), jnp.int32)),
-      jnp.zeros((B,), bool))
-  return jax.lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done_B), body, start).finished
+      jnp.zeros((B,), bool),
+      None if prefix is None else prefix.state, None if prefix is None else alive_BK)

@@ -24,6 +24,8 @@ The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
               ctx_t = h_S, the 'previous' context, or the context h_t asks for ('current')
               r_t   = tanh(W_r [h_t; ctx_t] + b_r)     (R = E when embeddings are tied, else H)
             logits_t = dropout(r_t) W_V + b_V        (W_V = target embedding^T when tied)
+  ctc       optional (ctc_weight > 0): logits_f = W_c dropout(memory_s) + b_c, ctc_upsample frames
+            f per memory step s (`ctc_logits`; the loss and decoding are `s2s_jax.ctc`'s).
   Two drivers run that step: `decode_step` (one step, for search) and the teacher-forced `decode`.
   When the recurrence does not pass through attention (`ModelConfig.recurrent_attention` false:
   query 'none', or 'current' without input feeding) `decode` runs the same cells layer by layer
@@ -49,8 +51,8 @@ from s2s_jax import features, rnn
 from s2s_jax.model_config import ModelConfig
 from s2s_jax.special_ids import PAD_ID
 
-__all__ = ["DecoderCarry", "Encoded", "ModelConfig", "Seq2Seq", "batch_source", "decode",
-           "decode_step", "encode", "source_positions"]
+__all__ = ["DecoderCarry", "Encoded", "ModelConfig", "Seq2Seq", "batch_source", "ctc_logits",
+           "decode", "decode_step", "encode", "source_positions"]
 
 
 # ----------------------------------------------------------------------------- pytrees
@@ -280,6 +282,18 @@ def decode(
   return _logits(p, cfg, rnn.dropout(rng_out, r_BTR, cfg.dropout)), w_BTS
 
 
+def ctc_logits(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded,
+               rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """The CTC head on the encoder's outputs: (float32 logits [B, F, V], frame mask [B, F]),
+  F = S * ctc_upsample (each memory step projected to `ctc_upsample` frames)."""
+  B, S, _ = enc.memory_BSD.shape
+  x_BSD = rnn.dropout(rng, enc.memory_BSD, cfg.dropout)
+  logits_BSX = (rnn.matmul(x_BSD, p["ctc"]["W"], cfg.compute_dtype)
+                + p["ctc"]["b"].astype(jnp.float32))
+  U = cfg.ctc_upsample
+  return logits_BSX.reshape(B, S * U, -1), jnp.repeat(enc.mask_BS, U, axis=1)
+
+
 def decode_step(
     p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded, carry: DecoderCarry, token_B: jax.Array
 ) -> tuple[jax.Array, DecoderCarry, jax.Array | None]:
@@ -321,6 +335,9 @@ class Seq2Seq(nn.Module):
         forget_bias=cfg.forget_bias, param_dtype=pd))
     if cfg.attention_type.init is not None:
       self.attention = self.param("attention", cfg.attention_type.init, cfg.attention_sizes, pd)
+    if cfg.has_ctc:
+      self.ctc = self.param("ctc", _dense_init, cfg.memory_size,
+                            cfg.ctc_upsample * cfg.tgt_vocab_size, pd)
     self.readout = self.param("readout", _dense_init, cfg.hidden_size + cfg.memory_size,
                               cfg.readout_size, pd)
     if cfg.tie_embeddings:
@@ -345,6 +362,16 @@ class Seq2Seq(nn.Module):
     """Teacher-forced logits [B, T, V] for a batch of (source, target input) pairs."""
     enc = self.encode(src_BS, deterministic=deterministic)
     return self.decode(enc, tgt_in_BT, deterministic=deterministic)
+
+  def with_ctc(self, src_BS: Any, tgt_in_BT: jax.Array, *, deterministic: bool = True
+               ) -> tuple[jax.Array | None, tuple[jax.Array, jax.Array]]:
+    """`(teacher-forced logits [B, T, V], (CTC logits [B, F, V], frame mask [B, F]))`; the
+    logits are None for a CTC-only model (ctc_weight 1), whose decoder is not trained."""
+    enc = self.encode(src_BS, deterministic=deterministic)
+    ctc = ctc_logits(self.variables["params"], self.config, enc, self._rng(deterministic))
+    if self.config.ctc_weight == 1.0:
+      return None, ctc
+    return self.decode(enc, tgt_in_BT, deterministic=deterministic), ctc
 
   def encode(self, src_BS: Any, *, deterministic: bool = True) -> Encoded:
     """Encodes int32 source ids [B, S] (trailing PAD_ID padding), or `(audio, samples)`."""

@@ -68,6 +68,11 @@ class ModelConfig:
   spec_augment: bool = False  # SpecAugment masks on the features while training ('audio')
   encoder_reduce: int = 1  # pyramidal encoder (LAS): layers from the second on read this many
   # stacked frames of the layer below, so the memory has ceil(S / r ** (layers - 1)) steps
+  # Joint CTC-attention (Kim, Hori & Watanabe 2017): a CTC output layer on the encoder's
+  # outputs, trained with loss = ctc_weight * CTC + (1 - ctc_weight) * CE (0: no CTC head; 1: a
+  # CTC-only model). Its blank is PAD_ID, so its outputs are the target vocabulary (s2s_jax.ctc).
+  ctc_weight: float = 0.0
+  ctc_upsample: int = 1  # CTC frames per memory step (> 1: room for targets longer than sources)
 
   def __post_init__(self) -> None:
     # An audio source has no vocabulary: its src_vocab_size is unused (0 from a run's data).
@@ -78,7 +83,7 @@ class ModelConfig:
                  f"ids 0-{NUM_SPECIAL_IDS - 1} are reserved for pad/bos/eos/unk")
     for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers", "scan_unroll",
                  "location_filters", "location_width", "num_mels", "sample_rate",
-                 "encoder_reduce"):
+                 "encoder_reduce", "ctc_upsample"):
       _check_int(name, getattr(self, name), 1)
     for name in ("encoder_hidden_size", "attention_size"):
       if getattr(self, name) is not None:
@@ -100,6 +105,10 @@ class ModelConfig:
         or not 0.0 <= self.dropout < 1.0):
       raise ValueError(f"ModelConfig.dropout={self.dropout!r} is invalid; "
                        "allowed values: a float in [0, 1)")
+    if (isinstance(self.ctc_weight, bool) or not isinstance(self.ctc_weight, (int, float))
+        or not 0.0 <= self.ctc_weight <= 1.0):
+      raise ValueError(f"ModelConfig.ctc_weight={self.ctc_weight!r} is invalid; "
+                       "allowed values: a float in [0, 1] (0: no CTC head, 1: CTC only)")
     if (isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float))
         or not math.isfinite(self.forget_bias)):
       raise ValueError(f"ModelConfig.forget_bias={self.forget_bias!r} is invalid; "
@@ -118,6 +127,9 @@ class ModelConfig:
           f"{self.encoder_layers} and {self.decoder_layers}) and an encoder final-state size "
           f"({self.memory_size}) equal to hidden_size ({self.hidden_size}); use 'auto' or "
           "'project'")
+    if self.ctc_upsample > 1 and not self.has_ctc:
+      raise ValueError(f"ModelConfig.ctc_upsample={self.ctc_upsample} needs a CTC head: set "
+                       "ctc_weight > 0")
     if self.source == "audio" and self.share_embeddings:
       raise ValueError("ModelConfig.share_embeddings=True needs a token source; "
                        "source='audio' has no source embedding")
@@ -240,6 +252,11 @@ class ModelConfig:
     return self.attention_type.recurrent(self.input_feeding)
 
   @property
+  def has_ctc(self) -> bool:
+    """Whether the model has a CTC head (trained with ctc_weight > 0)."""
+    return self.ctc_weight > 0
+
+  @property
   def compute_dtype(self) -> Any:
     return jnp.dtype(self.dtype)
 
@@ -262,6 +279,10 @@ class ModelConfig:
   def memory_steps(self, steps: Any) -> Any:
     """Encoder output (memory) steps for `steps` input steps: the pyramid's reductions."""
     return rnn.reduced_lengths(steps, self.encoder_reduce, self.encoder_layers - 1)
+
+  def ctc_steps(self, steps: Any) -> Any:
+    """CTC frames for `steps` input steps: memory steps times `ctc_upsample`."""
+    return self.memory_steps(steps) * self.ctc_upsample
 
   @property
   def memory_step_seconds(self) -> float:

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import decoding
+from s2s_jax import ctc, decoding
 from s2s_jax import model as model_lib
 from s2s_jax.special_ids import PAD_ID
 
-METHODS = ("beam", "greedy", "sample")
+METHODS = ("beam", "greedy", "sample", "ctc_greedy")
 
 
 def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -40,7 +40,8 @@ class SearchOptions:
   flag per field, with the field's name, type and default.
   """
 
-  method: str = _option("beam", "Search method (beam_size 1 runs greedy).", METHODS)
+  method: str = _option("beam", "Search method (beam_size 1 runs greedy; ctc_greedy: the CTC "
+                                "head's best path, repeats merged, blanks dropped).", METHODS)
   beam_size: int = _option(5, "Beam width K (1 = greedy).")
   nbest: int = _option(1, "Hypotheses per input, best first (<= beam_size; for sampling, the "
                           "samples drawn); decode.py writes TSV (index, rank, score, text) "
@@ -59,6 +60,10 @@ class SearchOptions:
   top_k: int = _option(0, "Sample from the k most probable tokens (0 = all).")
   top_p: float = _option(1.0, "Nucleus sampling: the smallest set of tokens holding this "
                               "probability mass (1 = off).")
+  ctc_weight: float = _option(
+      0.0, "Joint CTC-attention beam search: candidates rank by (1 - w) * attention + w * CTC "
+           "prefix log-probability (needs a model with a CTC head; 0 = the attention beam; its "
+           "run's model.ctc_weight is the default).")
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -71,6 +76,8 @@ class SearchOptions:
     if self.method == "greedy" or (self.method == "beam" and self.beam_size == 1):
       if self.nbest != 1:
         raise ValueError(f"nbest={self.nbest}: greedy search (beam_size 1) has one hypothesis")
+    if not 0.0 <= self.ctc_weight <= 1.0:
+      raise ValueError(f"ctc_weight={self.ctc_weight} must be in [0, 1]")
     if self.max_len_ratio <= 0:
       raise ValueError(f"max_len_ratio={self.max_len_ratio} must be > 0")
     decoding.length_penalty(1, self.alpha, self.length_penalty)  # validates the kind
@@ -114,16 +121,20 @@ def run_options(config: Mapping[str, Any], cfg: ModelConfigs, *, evaluation: boo
   Decoding (decode.py, `Model.decode`) starts from `SearchOptions()`, except that a speech
   model's output limit per feature frame is its run's `train.max_decode_length_factor` (frames
   come 100 a second: the text default, 2 per token, would let a 1-second utterance search 210
-  steps). Training's evaluation (`evaluation=True`) decodes greedily, every model up to
+  steps), and a model with a CTC head searches jointly with its training weight
+  `model.ctc_weight` (the smallest of an ensemble's). Training's evaluation (`evaluation=True`)
+  decodes greedily (a CTC-only model with `ctc_greedy`), every model up to
   `train.max_decode_length_factor` * length + 10 tokens, with no absolute cap.
   """
   factor = (config.get("train") or {}).get("max_decode_length_factor")
-  if evaluation:
-    return SearchOptions(method="greedy", max_len_ratio=factor, max_len_offset=10,
-                         max_len=1 << 16)
-  if _first(cfg).source != "audio":
-    return SearchOptions()
-  return SearchOptions(max_len_ratio=factor or 0.25)
+  first = _first(cfg)
+  if evaluation:  # a CTC-only model's decoder is untrained: its greedy search is the CTC's
+    return SearchOptions(method="ctc_greedy" if first.ctc_weight == 1 else "greedy",
+                         max_len_ratio=factor, max_len_offset=10, max_len=1 << 16)
+  ctc_weight = min(member.ctc_weight for member in (cfg if isinstance(cfg, tuple) else (cfg,)))
+  if first.source != "audio":
+    return SearchOptions(ctc_weight=ctc_weight)
+  return SearchOptions(max_len_ratio=factor or 0.25, ctc_weight=ctc_weight)
 
 
 ModelConfigs = model_lib.ModelConfig | tuple[model_lib.ModelConfig, ...]
@@ -157,6 +168,34 @@ def output_length(cfg: ModelConfigs, opts: SearchOptions, src: Any) -> int:
   return opts.limit(max(src.shape[1] - 1, 0))
 
 
+def check_ctc(cfg: ModelConfigs, opts: SearchOptions) -> None:
+  """Raises ValueError (one line naming the option) when `opts` needs a CTC head that a model
+  lacks."""
+  members = cfg if isinstance(cfg, tuple) else (cfg,)
+  if opts.method == "ctc_greedy":
+    need = "method='ctc_greedy'"
+  elif opts.method == "beam" and opts.ctc_weight > 0:
+    need = f"ctc_weight={opts.ctc_weight}"
+  else:
+    return
+  if not all(member.has_ctc for member in members):
+    raise ValueError(f"{need} needs a model with a CTC head (trained with model.ctc_weight > 0); "
+                     "this model has none: use ctc_weight=0 and another method")
+
+
+def _ctc_log_probs(members: Sequence[tuple[Any, Any]], enc: Sequence[model_lib.Encoded]
+                   ) -> jax.Array:
+  """CTC log-probabilities [B, F, V] of the inputs; an ensemble's are the log of its members'
+  mean per-frame probability (they must share the CTC frames)."""
+  logp = [ctc.log_probs(*model_lib.ctc_logits(p, c, e)) for (c, p), e in zip(members, enc,
+                                                                             strict=True)]
+  if len({x.shape for x in logp}) > 1:
+    shapes = [x.shape for x in logp]
+    raise ValueError("an ensemble's CTC heads must give the same frames (encoder_reduce, "
+                     f"encoder_layers and ctc_upsample alike); got shapes {shapes}")
+  return logp[0] if len(logp) == 1 else jax.nn.logsumexp(jnp.stack(logp), 0) - math.log(len(logp))
+
+
 def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
            max_length: int, rng: jax.Array | None = None,
            row_ids_B: jax.Array | None = None) -> decoding.Hypotheses:
@@ -167,8 +206,10 @@ def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
   capped by the static `max_length`. Greedy and sampling scores are normalized like beam
   scores, so `score` means the same for every method. A tuple of configs (and the matching
   tuple of parameter trees) is an ensemble: every step uses `ensemble_logprobs` of the
-  members' logits.
+  members' logits. With `ctc_weight` > 0 the beam adds CTC prefix scores (`s2s_jax.ctc`);
+  `ctc_greedy` reads only the CTC head.
   """
+  check_ctc(cfg, opts)
   B = jax.tree.leaves(src_BS)[0].shape[0]
   limit_B = jnp.minimum(opts.limit(source_units(cfg, src_BS)), max_length)
   members = tuple(zip(cfg, params, strict=True)) if isinstance(cfg, tuple) else ((cfg, params),)
@@ -186,12 +227,17 @@ def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
       return logits_NV, tuple(o[1] for o in outs)
     return step_fn
 
-  if opts.method == "beam" and opts.beam_size > 1:
+  if opts.method == "ctc_greedy":
+    return ctc.greedy(_ctc_log_probs(members, enc), max_length, limit_B)
+  if opts.method == "beam" and (opts.beam_size > 1 or opts.ctc_weight > 0):
     K = opts.beam_size
     tiled = decoding.tile_beams(enc, K)
+    prefix = None
+    if opts.ctc_weight > 0:
+      prefix = ctc.prefix_scorer(_ctc_log_probs(members, enc), K, opts.ctc_weight)
     return decoding.beam_search(step_fn_over(tiled), initial_carry(tiled), B, K, max_length,
                                 alpha=opts.alpha, length_penalty_kind=opts.length_penalty,
-                                nbest=opts.nbest, limit_B=limit_B)
+                                nbest=opts.nbest, limit_B=limit_B, prefix=prefix)
   if opts.method == "sample":
     R = opts.nbest
     tiled = decoding.tile_beams(enc, R)

@@ -36,11 +36,12 @@ import numpy as np
 import optax
 import tqdm
 
-from s2s_jax import checkpoint, losses, optim, parallel, plots
+from s2s_jax import checkpoint, ctc, losses, optim, parallel, plots
 from s2s_jax.evaluation import Evaluator
 from s2s_jax.inputs import prepare_inputs
 from s2s_jax.metrics_log import MetricsLog
 from s2s_jax.model import ModelConfig, Seq2Seq, batch_source, source_positions
+from s2s_jax.special_ids import PAD_ID
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +94,34 @@ def eval_params(state: TrainState) -> Any:
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                label_smoothing: float = 0.0, accumulate_steps: int = 1, ema_decay: float = 0.0,
-               axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+               ctc_weight: float = 0.0, axis_name: str | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on `batch` (src [B, S] or audio [B, N] + audio_len [B], tgt_in / tgt_out
   [B, T]); pure.
 
   `ema_decay` is used when the state carries `ema_params`; the average moves only on steps
-  that update the parameters (every `accumulate_steps`-th).
+  that update the parameters (every `accumulate_steps`-th). `ctc_weight` > 0 (the model's)
+  adds its CTC term: `_joint_loss`.
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:  # pmap: each device drops out its own rows differently
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
 
   def loss_fn(params):
-    logits_BTV = state.apply_fn({"params": params}, batch_source(batch), batch["tgt_in"],
-                                deterministic=False, rngs={"dropout": dropout_rng})
-    return losses.cross_entropy(logits_BTV, batch["tgt_out"], label_smoothing=label_smoothing)
+    variables, rngs = {"params": params}, {"dropout": dropout_rng}
+    if ctc_weight:
+      return _joint_loss(state.apply_fn(variables, batch_source(batch), batch["tgt_in"],
+                                        deterministic=False, rngs=rngs, method=Seq2Seq.with_ctc),
+                         batch["tgt_out"], label_smoothing, ctc_weight)
+    logits_BTV = state.apply_fn(variables, batch_source(batch), batch["tgt_in"],
+                                deterministic=False, rngs=rngs)
+    loss_sum, tokens = losses.cross_entropy(logits_BTV, batch["tgt_out"],
+                                            label_smoothing=label_smoothing)
+    return loss_sum, (tokens, {})
 
-  (loss_sum, tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss_sum, (tokens, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if axis_name is not None:
-    loss_sum, tokens, grads = jax.lax.psum((loss_sum, tokens, grads), axis_name)
+    loss_sum, tokens, terms, grads = jax.lax.psum((loss_sum, tokens, terms, grads), axis_name)
   grads = jax.tree.map(lambda g: g / jnp.maximum(tokens, 1), grads)
   lr = state.schedule(state.step // accumulate_steps) * state.lr_scale
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -124,7 +134,25 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
       ema = jax.tree.map(lambda new, old: jnp.where(applied, new, old), ema, state.ema_params)
     new_state = new_state.replace(ema_params=ema)
   return new_state, {"loss_sum": loss_sum, "tokens": tokens, "learning_rate": lr,
-                     "grad_norm": optax.tree.norm(grads)}
+                     "grad_norm": optax.tree.norm(grads), **terms}
+
+
+def _joint_loss(outputs: Any, targets_BT: jax.Array, label_smoothing: float, ctc_weight: float
+                ) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array]]]:
+  """`ctc_weight * CTC + (1 - ctc_weight) * CE`, both summed over the batch and divided later
+  by its target tokens (EOS included), so each is a per-token loss as CE alone is. Returns
+  (that sum, (tokens, the terms' sums and the CTC-skipped count for the logs))."""
+  logits_BTV, (ctc_logits_BFV, mask_BF) = outputs
+  tokens = jnp.sum(targets_BT != PAD_ID).astype(jnp.float32)
+  ctc_loss = ctc.loss(ctc_logits_BFV, mask_BF, targets_BT)
+  terms = {"ctc_sum": ctc_loss.nll_sum, "ctc_skipped": ctc_loss.skipped,
+           "ctc_examples": jnp.sum(targets_BT[:, 0] != PAD_ID).astype(jnp.float32)}
+  total = ctc_weight * ctc_loss.nll_sum
+  if logits_BTV is not None:  # None: a CTC-only model (ctc_weight 1)
+    terms["ce_sum"], _ = losses.cross_entropy(logits_BTV, targets_BT,
+                                              label_smoothing=label_smoothing)
+    total = total + (1.0 - ctc_weight) * terms["ce_sum"]
+  return total, (tokens, terms)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -139,6 +167,8 @@ class LoopState:
   bad_evals: int = 0  # evaluations since the best one (early stopping)
   plateau_evals: int = 0  # evaluations since the best one or the last rate decay
   train_seconds: float = 0.0  # time in steps, evaluations excluded
+  ctc_skipped: int = 0  # training examples without a CTC term (labels longer than the frames)
+  ctc_examples: int = 0  # training examples seen by a model with a CTC head
 
   def track(self, value: float, config) -> tuple[bool, bool, bool]:
     """Updates the counters with a validation value; returns (is best, decay the learning
@@ -220,7 +250,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     log.info("resuming from step %d", start)
   step_fn, state = par.compile_step(functools.partial(
       train_step, label_smoothing=config.train.label_smoothing,
-      accumulate_steps=opt.accumulate_steps, ema_decay=config.train.ema_decay), state)
+      accumulate_steps=opt.accumulate_steps, ema_decay=config.train.ema_decay,
+      ctc_weight=model_config.ctc_weight), state)
   iterator = inputs.train.iterator(num_workers=config.data.num_workers)
   if loop.data is not None:
     iterator.set_state(loop.data)
@@ -250,23 +281,37 @@ class _Window:
   def reset(self) -> None:
     self.loss_sum, self.tokens, self.host_tokens = 0.0, 0.0, 0
     self.grad_norm_sum, self.steps = 0.0, 0
+    self.terms: dict[str, Any] = {}  # the CTC model's loss terms and counts, summed
     self.tick = time.perf_counter()
 
   def add(self, batch: Mapping[str, np.ndarray], m: Mapping[str, jax.Array]) -> None:
     self.loss_sum, self.tokens = self.loss_sum + m["loss_sum"], self.tokens + m["tokens"]
     self.grad_norm_sum, self.steps = self.grad_norm_sum + m["grad_norm"], self.steps + 1
     self.learning_rate = m["learning_rate"]
+    for key in _TERMS.keys() & m.keys():
+      self.terms[key] = self.terms.get(key, 0.0) + m[key]
     self.host_tokens += int((batch["tgt_out"] > 0).sum()) + source_positions(batch,
                                                                              self.model_config)
 
   def report(self) -> tuple[dict[str, float], float]:
-    """({train_loss, grad_norm (mean, before clipping), learning_rate, tokens_per_second},
-    seconds); waits for the device."""
+    """({train_loss, grad_norm (mean, before clipping), learning_rate, tokens_per_second, and
+    with a CTC head train_ce, train_ctc (per target token, so train_loss is their weighted
+    sum) and ctc_skipped (examples without a CTC term)}, seconds); waits for the device."""
     loss = float(self.loss_sum) / max(float(self.tokens), 1.0)
     seconds = time.perf_counter() - self.tick
-    return {"train_loss": loss, "grad_norm": float(self.grad_norm_sum) / max(self.steps, 1),
-            "learning_rate": float(self.learning_rate),
-            "tokens_per_second": self.host_tokens / max(seconds, 1e-9)}, seconds
+    record = {"train_loss": loss, "grad_norm": float(self.grad_norm_sum) / max(self.steps, 1),
+              "learning_rate": float(self.learning_rate),
+              "tokens_per_second": self.host_tokens / max(seconds, 1e-9)}
+    for key, name in _TERMS.items():
+      if key in self.terms:
+        value = float(self.terms[key])
+        record[name] = value / max(float(self.tokens), 1.0) if key.endswith("_sum") else value
+    return record, seconds
+
+
+# The CTC model's step metrics and their names in a report (sums are divided by the tokens).
+_TERMS = {"ce_sum": "train_ce", "ctc_sum": "train_ctc", "ctc_skipped": "ctc_skipped",
+          "ctc_examples": "ctc_examples"}
 
 
 def _loop(config, step_fn: Callable, state: TrainState, iterator, rng: jax.Array,
@@ -291,6 +336,7 @@ def _loop(config, step_fn: Callable, state: TrainState, iterator, rng: jax.Array
     record, seconds = window.report()
     loop.train_seconds += seconds
     _check_finite(record["train_loss"], step, ckpts)
+    _count_ctc_skipped(loop, record)
     progress.update(step - progress.n)
     progress.set_postfix(loss=f"{record['train_loss']:.3f}",
                          tok_s=f"{record['tokens_per_second']:.0f}")
@@ -313,12 +359,29 @@ def _loop(config, step_fn: Callable, state: TrainState, iterator, rng: jax.Array
     log.info("stopped at step %d: %s", step, stop_reason)
   final = {"step": step, "stop_reason": stop_reason or "num_steps",
            f"best_{cfg.eval_metric}": loop.best, "train_minutes": loop.train_seconds / 60}
+  if loop.ctc_examples:
+    final.update(ctc_skipped=loop.ctc_skipped, ctc_examples=loop.ctc_examples)
   if config.data.test_split:
     scores = _test(config, evaluate, ckpts, par.host(state))
     final.update(scores)
     metrics_log.write(step, scores)
   log.info("final: %s", json.dumps(final))
   return final
+
+
+def _count_ctc_skipped(loop: LoopState, record: dict[str, float]) -> None:
+  """Adds a report's CTC-skipped examples to the run's count; says so the first time."""
+  if "ctc_examples" not in record:
+    return
+  skipped = int(record["ctc_skipped"])
+  if skipped and not loop.ctc_skipped:
+    log.warning("CTC: %d of %d training examples so far have targets that do not fit their "
+                "encoder steps (length + repeats > steps) and get no CTC term; fewer pyramid "
+                "levels or model.ctc_upsample > 1 give them room (docs/model.md)", skipped,
+                loop.ctc_examples + int(record["ctc_examples"]))
+  loop.ctc_skipped += skipped
+  loop.ctc_examples += int(record.pop("ctc_examples"))
+  record["ctc_skipped_fraction"] = loop.ctc_skipped / max(loop.ctc_examples, 1)
 
 
 def _check_finite(loss: float, step: int, ckpts: checkpoint.Checkpoints) -> None:
