@@ -322,6 +322,35 @@ def test_a_ctc_run_logs_both_terms_and_decodes_with_every_method(ctc_run):
 
 
 @pytest.mark.slow
+def test_ensembles_and_averaged_checkpoints_of_a_ctc_run_decode_jointly(ctc_run):
+  import s2s_jax
+  model = inference.load(str(ctc_run[0]))
+  twice = s2s_jax.ensemble([model, model])
+  assert twice.default_options().ctc_weight == 0.5
+  for kw in ({"method": "ctc_greedy"}, {"nbest": 2}):
+    alone, doubled = model.decode(WORDS, **kw), twice.decode(WORDS, **kw)
+    assert [r.text for r in doubled] == [r.text for r in alone]
+    assert [h.score for r in doubled for h in r.hypotheses] == pytest.approx(
+        [h.score for r in alone for h in r.hypotheses], abs=1e-4)
+  averaged = inference.load(str(ctc_run[0]), average_last=2)
+  assert "ctc" in averaged.params and all(r.hypotheses for r in averaged.decode(WORDS[:3]))
+
+
+@pytest.mark.parametrize("kw", [{"dtype": "bfloat16"}, {"param_dtype": "bfloat16"}])
+def test_bfloat16_ctc_steps_are_finite_and_near_the_float32_loss(kw):
+  import optax
+  losses_by_dtype = []
+  for extra in ({}, kw):
+    cfg = tiny_config(ctc_weight=0.5, **extra)
+    state = training.create_train_state(jax.random.PRNGKey(0), Seq2Seq(cfg), optax.adam(1e-2),
+                                        optax.constant_schedule(1.0))
+    _, m = training.train_step(state, tiny_batch(), jax.random.PRNGKey(1), ctc_weight=0.5)
+    assert np.isfinite(float(m["grad_norm"]))
+    losses_by_dtype.append(float(m["ctc_sum"]))
+  assert losses_by_dtype[1] == pytest.approx(losses_by_dtype[0], rel=5e-2)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [{"method": "ctc_greedy"}, {"ctc_weight": 0.5, "beam_size": 3}])
 def test_ctc_outputs_do_not_depend_on_batch_composition(ctc_run, kw):
   model = inference.load(str(ctc_run[0]))
