@@ -20,7 +20,9 @@ Scores: `logprob` is the sum of the model's log-probabilities of the output toke
 `length` counting EOS:
   'gnmt'     penalty = ((5 + length) / 6) ** alpha   (Wu et al. 2016)
   'average'  penalty = length ** alpha               (alpha = 1: the mean log-probability)
-alpha = 0 ranks by the plain sum. Greedy and sampling report score = logprob.
+alpha = 0 ranks by the plain sum. Greedy and sampling report score = logprob. Beam search can
+add a second score of each prefix (`PrefixScorer`: the CTC prefix scores of joint
+CTC-attention decoding, `s2s_jax.ctc`); it then ranks by the weighted sum of both.
 
 Shape legend: B sentences, K beam size, N rows the step function sees, V vocabulary,
 T max_length, M = 2K candidates per sentence and step, R n-best rank.

@@ -199,6 +199,12 @@ def _check_config(config) -> None:
                      "average of the parameters)")
   optim.make_schedule(config.optimizer, 1)  # names a bad optimizer before the data is read
   optim.make_optimizer(config.optimizer)
+  # The model's fields too: stand-in vocabulary sizes (the data's come later) decide nothing
+  # but the vocabulary checks, which the real sizes repeat.
+  ModelConfig.for_vocabularies(config.model, _STAND_IN_VOCABULARY, _STAND_IN_VOCABULARY)
+
+
+_STAND_IN_VOCABULARY = 64
 
 
 def _check_source(model: Mapping[str, Any], inputs, dataset: str) -> None:

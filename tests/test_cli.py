@@ -32,6 +32,7 @@ def _one_error_line(run: subprocess.CompletedProcess, prog: str) -> str:
 @pytest.mark.parametrize(("args", "message"), [
     (["--config.train.ema_decay=1.5"], "train.ema_decay=1.5 must be in [0, 1)"),
     (["--config.optimizer.name=adamm"], "optimizer.name='adamm' is invalid"),
+    (["--config.model.ctc_weight=1.5"], "ModelConfig.ctc_weight=1.5 is invalid"),
     # Switching the dataset alone: the default config's options are cmudict's.
     (["--config.data.dataset=parallel_text"],
      "dataset 'parallel_text' takes the options ['directory', 'files', 'name', "
