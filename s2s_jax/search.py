@@ -61,9 +61,9 @@ class SearchOptions:
   top_p: float = _option(1.0, "Nucleus sampling: the smallest set of tokens holding this "
                               "probability mass (1 = off).")
   ctc_weight: float = _option(
-      0.0, "Joint CTC-attention beam search: candidates rank by (1 - w) * attention + w * CTC "
-           "prefix log-probability (needs a model with a CTC head; 0 = the attention beam; its "
-           "run's model.ctc_weight is the default).")
+      0.0, "Joint CTC-attention beam search (beam_size > 1): candidates rank by (1 - w) * "
+           "attention + w * CTC prefix log-probability (needs a model with a CTC head; 0 = the "
+           "attention beam; its run's model.ctc_weight is the default).")
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -229,7 +229,7 @@ def search(params: Any, cfg: ModelConfigs, src_BS: Any, opts: SearchOptions,
 
   if opts.method == "ctc_greedy":
     return ctc.greedy(_ctc_log_probs(members, enc), max_length, limit_B)
-  if opts.method == "beam" and (opts.beam_size > 1 or opts.ctc_weight > 0):
+  if opts.method == "beam" and opts.beam_size > 1:
     K = opts.beam_size
     tiled = decoding.tile_beams(enc, K)
     prefix = None
