@@ -280,10 +280,6 @@ class ModelConfig:
     """Encoder output (memory) steps for `steps` input steps: the pyramid's reductions."""
     return rnn.reduced_lengths(steps, self.encoder_reduce, self.encoder_layers - 1)
 
-  def ctc_steps(self, steps: Any) -> Any:
-    """CTC frames for `steps` input steps: memory steps times `ctc_upsample`."""
-    return self.memory_steps(steps) * self.ctc_upsample
-
   @property
   def memory_step_seconds(self) -> float:
     """Seconds of audio per memory step (source='audio')."""

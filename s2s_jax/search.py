@@ -131,7 +131,7 @@ def run_options(config: Mapping[str, Any], cfg: ModelConfigs, *, evaluation: boo
   if evaluation:  # a CTC-only model's decoder is untrained: its greedy search is the CTC's
     return SearchOptions(method="ctc_greedy" if first.ctc_weight == 1 else "greedy",
                          max_len_ratio=factor, max_len_offset=10, max_len=1 << 16)
-  ctc_weight = min(member.ctc_weight for member in (cfg if isinstance(cfg, tuple) else (cfg,)))
+  ctc_weight = min(member.ctc_weight for member in _configs(cfg))
   if first.source != "audio":
     return SearchOptions(ctc_weight=ctc_weight)
   return SearchOptions(max_len_ratio=factor or 0.25, ctc_weight=ctc_weight)
@@ -146,8 +146,13 @@ def ensemble_logprobs(logits_MNV: Sequence[jax.Array]) -> jax.Array:
   return jax.nn.logsumexp(logp_MNV, axis=0) - math.log(len(logits_MNV))
 
 
+def _configs(cfg: ModelConfigs) -> tuple[model_lib.ModelConfig, ...]:
+  """The member configs (one for a single model)."""
+  return cfg if isinstance(cfg, tuple) else (cfg,)
+
+
 def _first(cfg: ModelConfigs) -> model_lib.ModelConfig:
-  return cfg[0] if isinstance(cfg, tuple) else cfg
+  return _configs(cfg)[0]
 
 
 def source_units(cfg: ModelConfigs, src: Any) -> jax.Array:
@@ -171,14 +176,13 @@ def output_length(cfg: ModelConfigs, opts: SearchOptions, src: Any) -> int:
 def check_ctc(cfg: ModelConfigs, opts: SearchOptions) -> None:
   """Raises ValueError (one line naming the option) when `opts` needs a CTC head that a model
   lacks."""
-  members = cfg if isinstance(cfg, tuple) else (cfg,)
   if opts.method == "ctc_greedy":
     need = "method='ctc_greedy'"
   elif opts.method == "beam" and opts.ctc_weight > 0:
     need = f"ctc_weight={opts.ctc_weight}"
   else:
     return
-  if not all(member.has_ctc for member in members):
+  if not all(member.has_ctc for member in _configs(cfg)):
     raise ValueError(f"{need} needs a model with a CTC head (trained with model.ctc_weight > 0); "
                      "this model has none: use ctc_weight=0 and another method")
 
