@@ -121,53 +121,105 @@ class _PrefixState(NamedTuple):
   psi_N: jax.Array  # log P(the output starts with the row's prefix)
 
 
-def _extend(x_FNV: jax.Array, state: _PrefixState, last_N: jax.Array
-            ) -> tuple[jax.Array, jax.Array]:
-  """psi of every one-token extension of every row [N, V], and their (r^n, r^b) [F, N, V, 2]."""
-  N, V = x_FNV.shape[1:]
-  rn_FN, rb_FN = state.r_FN2[..., 0], state.r_FN2[..., 1]
-  same_NV = jnp.arange(V)[None, :] == last_N[:, None]
-  # phi_{t-1} for t = 0 .. F-1 (frames -1 .. F-2 of the prefix).
-  phi_FNV = jnp.where(same_NV, rb_FN[:-1, :, None], jnp.logaddexp(rn_FN, rb_FN)[:-1, :, None])
+def _phi(r_FN2: jax.Array, same: jax.Array) -> jax.Array:
+  """phi_{t-1} for t = 0 .. F-1 (frames -1 .. F-2 of the prefix): r^b where the extension
+  repeats the prefix's last token (`same`, broadcast against r's trailing axes), else r^n + r^b."""
+  rn_FN, rb_FN = r_FN2[:-1, :, 0], r_FN2[:-1, :, 1]
+  if same.ndim == 2:  # [N, V]: every extension of every row
+    rn_FN, rb_FN = rn_FN[..., None], rb_FN[..., None]
+  return jnp.where(same, rb_FN, jnp.logaddexp(rn_FN, rb_FN))
+
+
+class _Frames(NamedTuple):
+  """What the prefix scorer reads of the CTC log-probabilities, fixed for the whole search."""
+
+  logp_BFV: jax.Array  # per-frame log-probabilities of each input
+  prob_BFV: jax.Array  # exp(logp - top_BV): probabilities scaled per input and token
+  top_BV: jax.Array  # each token's best log-probability over the frames (0 where none)
+  blank_FN: jax.Array  # the blank's log-probability, one column per row
+
+
+def _frames(logp_BFV: jax.Array, beam_size: int) -> _Frames:
+  top_BV = jnp.max(logp_BFV, axis=1)
+  top_BV = jnp.where(jnp.isfinite(top_BV), top_BV, 0.0)
+  return _Frames(logp_BFV, jnp.exp(logp_BFV - top_BV[:, None]), top_BV,
+                 jnp.repeat(logp_BFV[:, :, BLANK_ID], beam_size, axis=0).T)
+
+
+def _extension_scores(frames: _Frames, state: _PrefixState, last_N: jax.Array) -> jax.Array:
+  """psi of every one-token extension of every row [N, V].
+
+  psi(gc) = logsumexp_t (phi_{t-1}(c) + x_t(c)) needs no recursion over frames, and for every c
+  but the prefix's last token phi_{t-1}(c) is the same, s_{t-1} = r^n + r^b: so the sum over
+  frames for all tokens at once is one matrix product of probabilities per input,
+  [K, F] x [F, V], scaled by each row's best s and each token's best x. Scaling loses only
+  terms below e^-87 of that product of maxima (float32's range), that is extensions whose
+  probability is at least e^-84 below the row's best one; those score -inf. The last token's
+  psi (phi = r^b) is summed in the log domain.
+  """
+  B, F, V = frames.logp_BFV.shape
+  N = last_N.shape[0]
+  s_FN = _phi(state.r_FN2, jnp.zeros((N,), bool))
+  best_N = jnp.max(s_FN, axis=0)
+  best_N = jnp.where(jnp.isfinite(best_N), best_N, 0.0)
+  scaled_BKF = jnp.exp(s_FN - best_N).T.reshape(B, N // B, F)
+  sum_BKV = jnp.einsum("bkf,bfv->bkv", scaled_BKF, frames.prob_BFV,
+                       precision=jax.lax.Precision.HIGHEST)
+  psi_NV = (jnp.log(sum_BKV) + frames.top_BV[:, None, :]).reshape(N, V) + best_N[:, None]
+  # The prefix's last token (phi = r^b), and EOS: the prefix as the whole output.
+  x_last_FN = _tokens(frames, jnp.arange(N), last_N)
+  psi_last_N = jax.nn.logsumexp(state.r_FN2[:-1, :, 1] + x_last_FN, axis=0)
+  full_N = jnp.logaddexp(state.r_FN2[-1, :, 0], state.r_FN2[-1, :, 1])
+  tokens_V = jnp.arange(V)
+  psi_NV = jnp.where(tokens_V == last_N[:, None], psi_last_N[:, None], psi_NV)
+  psi_NV = jnp.where(tokens_V == EOS_ID, full_N[:, None], psi_NV)
+  return jnp.where(jnp.isin(tokens_V, jnp.array([BLANK_ID, BOS_ID])), -jnp.inf, psi_NV)
+
+
+def _tokens(frames: _Frames, rows_N: jax.Array, tokens_N: jax.Array) -> jax.Array:
+  """Each frame's log-probability of token `tokens_N[n]` for row `rows_N[n]`'s input [F, N]."""
+  K = rows_N.shape[0] // frames.logp_BFV.shape[0]
+  return frames.logp_BFV[rows_N // K, :, tokens_N].T
+
+
+def _advance(x_FN: jax.Array, blank_FN: jax.Array, phi_FN: jax.Array) -> jax.Array:
+  """(r^n, r^b) of the extended prefixes at frames -1 .. F-1 [F + 1, N, 2], from each frame's
+  log-probability of the new token (`x_FN`) and of the blank, and phi of the prefixes."""
 
   def frame(carry, inputs):
-    rn_NV, rb_NV, psi_NV = carry
-    phi_NV, x_NV = inputs
-    new_rn_NV = jnp.logaddexp(rn_NV, phi_NV) + x_NV
-    new_rb_NV = jnp.logaddexp(rn_NV, rb_NV) + x_NV[:, BLANK_ID:BLANK_ID + 1]
-    psi_NV = jnp.logaddexp(psi_NV, phi_NV + x_NV)
-    return (new_rn_NV, new_rb_NV, psi_NV), jnp.stack([new_rn_NV, new_rb_NV], axis=-1)
+    rn_N, rb_N = carry
+    phi_N, x_N, blank_N = inputs
+    new_rn_N = jnp.logaddexp(rn_N, phi_N) + x_N
+    new_rb_N = jnp.logaddexp(rn_N, rb_N) + blank_N
+    return (new_rn_N, new_rb_N), jnp.stack([new_rn_N, new_rb_N], axis=-1)
 
-  never = jnp.full((N, V), -jnp.inf)
-  (_, _, psi_NV), r_FNV2 = jax.lax.scan(frame, (never, never, never), (phi_FNV, x_FNV))
-  full_N = jnp.logaddexp(rn_FN[-1], rb_FN[-1])  # the prefix as the whole output
-  psi_NV = jnp.where(jnp.arange(V) == EOS_ID, full_N[:, None], psi_NV)
-  psi_NV = jnp.where(jnp.isin(jnp.arange(V), jnp.array([BLANK_ID, BOS_ID])), -jnp.inf, psi_NV)
-  return psi_NV, r_FNV2
+  never_N = jnp.full(x_FN.shape[1:], -jnp.inf)
+  _, r_FN2 = jax.lax.scan(frame, (never_N, never_N), (phi_FN, x_FN, blank_FN))
+  before_1N2 = jnp.full((1,) + r_FN2.shape[1:], -jnp.inf)  # a non-empty prefix at frame -1
+  return jnp.concatenate([before_1N2, r_FN2])
 
 
 def prefix_scorer(logp_BFV: jax.Array, beam_size: int, weight: float) -> decoding.PrefixScorer:
   """The CTC prefix scorer of joint beam search over `logp_BFV` (`log_probs`), for B * K rows
   (row b * K + k searches input b); its increments are log P(prefix + c) - log P(prefix)."""
-  B, F, V = logp_BFV.shape
-  x_FNV = jnp.repeat(logp_BFV, beam_size, axis=0).swapaxes(0, 1)
-  N = B * beam_size
+  frames = _frames(logp_BFV, beam_size)
+  F, N = frames.blank_FN.shape
   # The empty prefix: all blanks so far; frame -1 holds r^b = 0.
-  rb_FN = jnp.concatenate([jnp.zeros((1, N)), jnp.cumsum(x_FNV[:, :, BLANK_ID], axis=0)])
+  rb_FN = jnp.concatenate([jnp.zeros((1, N)), jnp.cumsum(frames.blank_FN, axis=0)])
   start = _PrefixState(jnp.stack([jnp.full((F + 1, N), -jnp.inf), rb_FN], axis=-1),
                        jnp.zeros((N,), jnp.float32))
 
   def score(state: _PrefixState, last_N: jax.Array) -> tuple[jax.Array, Any]:
-    psi_NV, r_FNV2 = _extend(x_FNV, state, last_N)
+    psi_NV = _extension_scores(frames, state, last_N)
     # A dead row (psi -inf) has no extensions: -inf, not -inf - -inf.
     increment_NV = jnp.where(jnp.isneginf(state.psi_N)[:, None], -jnp.inf,
                              psi_NV - state.psi_N[:, None])
-    return increment_NV, (psi_NV, r_FNV2)
+    return increment_NV, (psi_NV, state.r_FN2, last_N)
 
   def select(expanded: Any, rows_N: jax.Array, tokens_N: jax.Array) -> _PrefixState:
-    psi_NV, r_FNV2 = expanded
-    r_FN2 = r_FNV2[:, rows_N, tokens_N]
-    before_1N2 = jnp.full((1, r_FN2.shape[1], 2), -jnp.inf)  # a non-empty prefix at frame -1
-    return _PrefixState(jnp.concatenate([before_1N2, r_FN2]), psi_NV[rows_N, tokens_N])
+    psi_NV, r_FN2, last_N = expanded
+    phi_FN = _phi(r_FN2[:, rows_N], tokens_N == last_N[rows_N])
+    x_FN = _tokens(frames, rows_N, tokens_N)
+    return _PrefixState(_advance(x_FN, frames.blank_FN, phi_FN), psi_NV[rows_N, tokens_N])
 
   return decoding.PrefixScorer(start, score, select, weight)

@@ -116,6 +116,49 @@ def test_prefix_scores_equal_brute_force_enumeration_of_each_prefix_alignments(p
   assert whole == pytest.approx(math.log(p_whole) if p_whole else -math.inf, abs=1e-5)
 
 
+def recursion_psi(logp_FV, prefix):
+  """psi of every one-token extension of `prefix` [V] by the frame recursion of Watanabe et al.
+  (2017), in float64 NumPy, one frame and one token at a time."""
+  F = logp_FV.shape[0]
+  rn, rb = np.full(F + 1, -np.inf), np.concatenate([[0.0], np.cumsum(logp_FV[:, PAD_ID])])
+  last = None
+  for c in (*prefix, None):
+    psi = np.full(V, -np.inf)
+    for d in range(V):
+      phi = rb if d == last else np.logaddexp(rn, rb)
+      psi[d] = np.logaddexp.reduce(phi[:-1] + logp_FV[:, d])
+      if d == c:
+        new_rn, new_rb = np.full(F + 1, -np.inf), np.full(F + 1, -np.inf)
+        for t in range(F):
+          new_rn[t + 1] = np.logaddexp(new_rn[t], phi[t]) + logp_FV[t, d]
+          new_rb[t + 1] = np.logaddexp(new_rn[t], new_rb[t]) + logp_FV[t, PAD_ID]
+    psi[EOS_ID] = np.logaddexp(rn[-1], rb[-1])
+    psi[[PAD_ID, BOS_ID]] = -np.inf
+    if c is not None:
+      rn, rb, last = new_rn, new_rb, c
+  return psi
+
+
+@pytest.mark.parametrize("prefix", [(3,), (3, 4, 3), (5, 5)])
+def test_prefix_scores_of_confident_models_match_the_float64_recursion(prefix):
+  # Logits 25x sharper than the brute-force cases: log-probabilities down to ~-150, where the
+  # scorer's scaled probabilities must still give every extension within e^-80 of the best.
+  F = 12
+  logits = random_logits(7, (1, F, V)) * 25
+  scorer = ctc.prefix_scorer(ctc.log_probs(jnp.asarray(logits), jnp.ones((1, F), bool)), 1, 0.5)
+  state, last = scorer.state, jnp.full((1,), BOS_ID)
+  for token in prefix:
+    _, expanded = scorer.score(state, last)
+    state, last = scorer.select(expanded, jnp.array([0]), jnp.array([token])), jnp.array([token])
+  increment_V = np.asarray(scorer.score(state, last)[0][0], np.float64)
+  psi_V = recursion_psi(masked_log_softmax(logits[0]), prefix)
+  expected_V = psi_V - recursion_psi(masked_log_softmax(logits[0]), prefix[:-1])[prefix[-1]]
+  near_V = expected_V > np.max(expected_V) - 80
+  assert np.sum(near_V & np.isfinite(expected_V)) >= 2
+  np.testing.assert_allclose(increment_V[near_V], expected_V[near_V], rtol=1e-5, atol=1e-3)
+  assert np.all(increment_V[~near_V] <= np.max(expected_V) - 70)  # far ones: low or -inf
+
+
 def test_impossible_prefixes_score_minus_infinity_without_nan():
   logits = jnp.asarray(random_logits(3, (1, 2, V)))
   scorer = ctc.prefix_scorer(ctc.log_probs(logits, jnp.ones((1, 2), bool)), 1, 0.5)
