@@ -36,7 +36,7 @@ import numpy as np
 import optax
 import tqdm
 
-from s2s_jax import checkpoint, ctc, losses, optim, parallel, plots
+from s2s_jax import checkpoint, ctc, losses, optim, parallel, plots, run_dir
 from s2s_jax.evaluation import Evaluator
 from s2s_jax.inputs import prepare_inputs
 from s2s_jax.metrics_log import MetricsLog
@@ -227,20 +227,33 @@ def _check_source(model: Mapping[str, Any], inputs, dataset: str) -> None:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` when it holds checkpoints), evaluates, and returns the final
   metrics. Writes config.json, tokenizers/, checkpoints/, metrics.jsonl, tensorboard/ and
-  learning_curves.png into `workdir`."""
+  learning_curves.png into `workdir`, holding its lock (`run_dir.lock`) throughout.
+
+  Raises:
+    ValueError: a bad config field; or `workdir` holds a run whose config differs in a field a
+      resumed run must keep (`run_dir.must_keep`).
+    run_dir.WorkdirBusy: another train.py holds the workdir.
+  """
   _check_config(config)
   if config.train.distributed:
     parallel.initialize_distributed(config.train)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+  record = config.to_json_best_effort(indent=1)
+  if jax.process_index() != 0:
+    return _train(config, workdir, record)
+  with run_dir.lock(workdir):  # one train.py per workdir
+    run_dir.check_resume(workdir, record)
+    return _train(config, workdir, record)
 
+
+def _train(config, workdir: str, record: str) -> dict[str, Any]:
+  os.makedirs(workdir, exist_ok=True)
   par = parallel.DataParallel(config.train.parallel)
   inputs = prepare_inputs({**config.data, "seed": config.seed}, workdir, par.batch_multiple)
   _check_source(config.model, inputs, config.data.dataset)
   model_config = ModelConfig.for_vocabularies(config.model, inputs.source_vocab_size,
                                               inputs.target_tokenizer.vocab_size)
+  if jax.process_index() == 0:  # the run's record, once the config has passed every check
+    run_dir.save_config(workdir, record)
   opt = config.optimizer
   schedule = optim.make_schedule(opt, config.train.num_steps // opt.accumulate_steps)
   rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.seed))

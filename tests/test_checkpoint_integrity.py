@@ -1,0 +1,180 @@
+"""Checkpoints that cannot be trusted are never used: each step is saved with a digest and only
+when finite; a damaged, truncated, partly deleted or non-finite step is skipped in one warning
+line on restore (training and decoding alike), set aside so keep-N cleanup keeps the good ones,
+and the resumed run is bitwise the uninterrupted one."""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from s2s_jax import checkpoint
+from tests.test_cli import ENV, ROOT
+
+
+def _state(step: int) -> dict:
+  return {"params": {"w": jnp.arange(5000.0) * step, "b": jnp.ones(3) * step},
+          "ema_params": None}
+
+
+def _save_steps(directory, steps, keep=3) -> checkpoint.Checkpoints:
+  ckpts = checkpoint.Checkpoints(str(directory), keep=keep)
+  for step in steps:
+    ckpts.save(step, _state(step), {"data": {"next_index": step}})
+  ckpts.wait()
+  return ckpts
+
+
+def damage(step_dir, how: str) -> None:
+  """Flips 64 bytes in the middle of, truncates, or deletes each array file (>= 4 KB) of a
+  step. (Not only the largest: Orbax may keep files no restore reads.)"""
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.stat().st_size >= 4096]
+  assert files
+  for path in files:
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+      middle = len(data) // 2
+      data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+      path.write_bytes(bytes(data))
+    elif how == "truncate":
+      path.write_bytes(bytes(data[:len(data) // 2]))
+    else:
+      path.unlink()
+
+
+def _warnings(caplog) -> list[str]:
+  return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+          and r.name.startswith("s2s_jax")]
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
+def test_a_damaged_newest_step_is_skipped_in_one_line_and_the_one_before_restored(
+    tmp_path, caplog, how):
+  _save_steps(tmp_path, (1, 2, 3)).close()
+  damage(tmp_path / "last" / "3", how)
+  ckpts = checkpoint.Checkpoints(str(tmp_path), keep=3)
+  step, state, loop = ckpts.restore_latest(checkpoint.abstract(_state(0)))
+  assert step == 2 and loop == {"data": {"next_index": 2}}
+  np.testing.assert_array_equal(state["params"]["w"], np.arange(5000.0) * 2)
+  reason = "fails its digest" if how == "flip" else "is unreadable"
+  warned = _warnings(caplog)
+  assert any(f"step 3 {reason}" in w for w in warned), warned
+  assert all("\n" not in w for w in warned)
+  assert (tmp_path / "unreadable" / "last-3").is_dir() and ckpts.last.all_steps() == [1, 2]
+
+
+def test_keep_n_cleanup_after_a_fallback_keeps_good_steps_only(tmp_path):
+  _save_steps(tmp_path, (1, 2), keep=2).close()
+  damage(tmp_path / "last" / "2", "flip")
+  ckpts = checkpoint.Checkpoints(str(tmp_path), keep=2)
+  assert ckpts.restore_latest(checkpoint.abstract(_state(0)))[0] == 1
+  for step in (2, 3):  # the resumed run saves these again
+    ckpts.save(step, _state(step), {"data": {"next_index": step}})
+  ckpts.wait()
+  assert ckpts.last.all_steps() == [2, 3]
+  for step in (2, 3):
+    restored = checkpoint._restore(ckpts.last, step,
+                                   ocp.args.StandardRestore(checkpoint.abstract(_state(0))))
+    np.testing.assert_array_equal(restored.state["params"]["b"], np.ones(3) * step)
+
+
+def test_a_non_finite_state_is_not_saved_and_the_message_names_the_last_good_step(tmp_path):
+  ckpts = _save_steps(tmp_path, (1,))
+  bad = _state(2)
+  bad["params"]["b"] = jnp.array([1.0, jnp.nan, 2.0])
+  with pytest.raises(FloatingPointError, match=r"step 2: 1 arrays are not finite \(params/b\): "
+                     r"not saved. The last good checkpoint \(step 1\)"):
+    ckpts.save(2, bad, {})
+  ckpts.wait()
+  assert ckpts.last.all_steps() == [1]
+
+
+def test_a_non_finite_step_saved_without_a_digest_is_skipped(tmp_path, caplog):
+  # As a run before digests existed could have saved it.
+  _save_steps(tmp_path, (1,)).close()
+  raw = ocp.CheckpointManager(str(tmp_path / "last"), item_names=("state", "loop"))
+  bad = _state(2)
+  bad["params"]["w"] = bad["params"]["w"].at[7].set(jnp.inf)
+  raw.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(bad),
+                                      loop=ocp.args.JsonSave({})))
+  raw.wait_until_finished()
+  raw.close()
+  ckpts = checkpoint.Checkpoints(str(tmp_path))
+  assert ckpts.restore_latest(checkpoint.abstract(_state(0)))[0] == 1
+  assert any("step 2 holds non-finite values (params/w)" in w for w in _warnings(caplog))
+
+
+def test_the_digest_catches_one_changed_value_and_ignores_the_container_type():
+  import flax.struct
+
+  @flax.struct.dataclass
+  class State:
+    params: dict
+    count: jax.Array
+
+  saved = State({"w": jnp.arange(6.0).reshape(2, 3)}, jnp.int32(4))
+  record = json.loads(json.dumps(checkpoint.digest(saved)))  # as stored
+  checkpoint.verify({"params": {"w": np.arange(6.0, dtype=np.float32).reshape(2, 3)},
+                     "count": np.int32(4)}, record, step=5)
+  changed = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+  changed[1, 2] = np.nextafter(changed[1, 2], np.float32(10))  # one ulp
+  with pytest.raises(checkpoint.BadCheckpoint,
+                     match=r"step 5 fails its digest: 1 of 2 arrays differ .*\(params/w\)"):
+    checkpoint.verify({"params": {"w": changed}, "count": np.int32(4)}, record, step=5)
+  with pytest.raises(checkpoint.BadCheckpoint, match="differ"):  # same bytes, other shape
+    checkpoint.verify({"params": {"w": np.arange(6.0, dtype=np.float32)},
+                       "count": np.int32(4)}, record, step=5)
+
+
+def test_decoding_restores_the_newest_good_step_and_refuses_a_damaged_one_asked_for(
+    tmp_path, caplog):
+  ckpts = _save_steps(tmp_path, (1, 2, 3))
+  ckpts.best.save(3, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(_state(3)), loop=ocp.args.JsonSave({}),
+      digest=ocp.args.JsonSave(checkpoint.digest(_state(3)))))
+  ckpts.wait()
+  ckpts.close()
+  damage(tmp_path / "last" / "3", "flip")
+  damage(tmp_path / "best" / "3", "truncate")
+  for which in ("last", "best"):
+    step, params = checkpoint.restore_params(str(tmp_path), which)
+    assert step == 2
+    np.testing.assert_array_equal(params["w"], np.arange(5000.0) * 2)
+  with pytest.raises(checkpoint.BadCheckpoint, match="step 3 fails its digest"):
+    checkpoint.restore_params(str(tmp_path), 3)
+  steps, _ = checkpoint.restore_last_params(str(tmp_path), 2)
+  assert steps == (1, 2)
+  assert all("\n" not in w for w in _warnings(caplog))
+
+
+@pytest.mark.slow
+def test_resume_after_damage_is_bitwise_the_uninterrupted_run_and_decode_falls_back(
+    tiny_run, copy_dict, tmp_path):
+  from configs import tiny
+  from s2s_jax import load, training
+  workdir = tmp_path / "run"
+  shutil.copytree(tiny_run[0], workdir)
+  damage(workdir / "checkpoints" / "last" / "40", "flip")
+  decoded = subprocess.run([sys.executable, str(ROOT / "decode.py"), f"--workdir={workdir}",
+                            "--checkpoint=last"], input="abc\n", env=ENV, capture_output=True,
+                           text=True, timeout=300)
+  assert decoded.returncode == 0 and decoded.stdout.strip(), decoded.stderr[-3000:]
+  assert "Traceback" not in decoded.stderr
+  warned = [line for line in decoded.stderr.splitlines() if "step 40" in line]
+  assert len(warned) == 1 and ("fails its digest" in warned[0] or "unreadable" in warned[0])
+  assert "run step 30" in decoded.stderr  # "loaded <workdir> step 30"
+  config = tiny.get_config()  # as conftest's tiny_run
+  config.data.options.dict_path = copy_dict
+  config.data.data_dir = str(tiny_run[0].parent / "tfds")
+  config.train.num_steps = 40
+  training.train_and_evaluate(config, str(workdir))
+  jax.tree.map(np.testing.assert_array_equal, load(str(tiny_run[0]), "last").params,
+               load(str(workdir), "last").params)
+  assert (workdir / "checkpoints" / "unreadable" / "last-40").is_dir()
