@@ -107,6 +107,35 @@ class Inputs:
     return (rows, lengths) if self.cfg.source == "audio" else rows
 
 
+def as_input_list(inputs: Any, *, audio: bool) -> list[Any]:
+  """`inputs` (any iterable, read once) as a list, each checked: `str` for a text model; a WAV
+  path (`str` / `os.PathLike`) or a 1-D waveform for a speech model.
+
+  Raises:
+    TypeError: `inputs` is a single input or not iterable, or an item has the wrong type (names
+      its position and type).
+  """
+  single = str if not audio else (str, os.PathLike)
+  if isinstance(inputs, (single, bytes)) or (audio and isinstance(inputs, np.ndarray)
+                                            and inputs.ndim < 2):
+    raise TypeError("decode takes a list of inputs; wrap a single one in a list")
+  try:
+    items = list(inputs)
+  except TypeError:
+    raise TypeError(f"decode takes an iterable of inputs, not {type(inputs).__name__}") from None
+  for i, x in enumerate(items):
+    if audio:
+      ok = isinstance(x, (str, os.PathLike, np.ndarray, list, tuple))
+      want = "a WAV path (str or os.PathLike) or a 1-D waveform (a NumPy array)"
+    else:
+      ok = isinstance(x, str)
+      want = "str" + (" (decode bytes first, e.g. b.decode('utf-8'))" if isinstance(x, bytes)
+                      else "")
+    if not ok:
+      raise TypeError(f"input {i} is {type(x).__name__}; decode takes {want}")
+  return items
+
+
 def for_model(cfg: ModelConfig, tokenizer: tokenizers_lib.Tokenizer | None,
               max_source_len: int = 256) -> Inputs:
   """The adapter of a model that reads `cfg.source`."""

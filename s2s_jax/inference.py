@@ -121,8 +121,10 @@ class Model:
     than `max_source_len` tokens (EOS included) is cut, with a warning, and marked `truncated`.
     Sampling draws sentence i's samples from `seed` and i, whatever shares its batch.
     """
-    if isinstance(texts, str) or (isinstance(texts, np.ndarray) and texts.ndim == 1):
-      raise TypeError("decode takes a list of inputs; wrap a single one in a list")
+    texts = decode_io.as_input_list(texts, audio=self.is_audio)
+    _check_count("batch_size", batch_size, 1)
+    _check_count("max_source_len", max_source_len, 2)
+    _check_count("seed", seed, 0)
     opts = search_lib.with_overrides(options or self.default_options(), search_kw)
     if return_attention:
       self._check_attention("return_attention=True")
@@ -318,3 +320,11 @@ def export(model: Model | str, path: str, *, checkpoint: str | int = "best",
   exported = jax.export.export(jax.jit(decode_fn))(jax.ShapeDtypeStruct((b, s), jnp.int32))
   files.atomic_write(path, exported.serialize())
   return path
+
+
+def _check_count(name: str, value: Any, least: int) -> None:
+  """An int argument (not a bool) of at least `least`: TypeError / ValueError naming it."""
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+    raise TypeError(f"{name}={value!r} ({type(value).__name__}) must be an int")
+  if value < least:
+    raise ValueError(f"{name}={value} must be >= {least}")

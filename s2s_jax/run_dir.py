@@ -19,6 +19,8 @@ import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from s2s_jax import files
+
 CONFIG = "config.json"
 
 # A resumed run keeps what decides the model and its data: every `model.` and `data.` field
@@ -59,21 +61,6 @@ def lock(workdir: str) -> Iterator[None]:
     yield
   finally:
     os.close(fd)  # releases the lock
-
-
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename: readers see the old file or
-  the new one, never a part."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -132,4 +119,4 @@ def save_config(workdir: str, config_json: str) -> None:
     with open(path, encoding="utf-8") as f:
       if f.read() == config_json:
         return
-  write_atomic(path, config_json)
+  files.atomic_write(path, config_json.encode())

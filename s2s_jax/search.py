@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,6 +67,9 @@ class SearchOptions:
            "attention beam; its run's model.ctc_weight is the default).")
 
   def __post_init__(self):
+    types = typing.get_type_hints(SearchOptions)
+    for field in dataclasses.fields(self):
+      _check_type(field.name, getattr(self, field.name), types[field.name])
     if self.method not in METHODS:
       raise ValueError(f"method={self.method!r} is invalid; allowed values: {METHODS}")
     for name in ("beam_size", "nbest", "max_len"):
@@ -80,6 +84,14 @@ class SearchOptions:
       raise ValueError(f"ctc_weight={self.ctc_weight} must be in [0, 1]")
     if self.max_len_ratio <= 0:
       raise ValueError(f"max_len_ratio={self.max_len_ratio} must be > 0")
+    for name in ("max_len_offset", "top_k"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+    if self.temperature <= 0:
+      raise ValueError(f"temperature={self.temperature} must be > 0 (greedy search is "
+                       "temperature 0)")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
     decoding.length_penalty(1, self.alpha, self.length_penalty)  # validates the kind
 
   def limit(self, units: Any) -> Any:
@@ -98,6 +110,22 @@ class SearchOptions:
   def output_length(self, source_length: int) -> int:
     """The static output length T for token sources padded to `source_length` (EOS included)."""
     return self.limit(max(source_length - 1, 0))
+
+
+_TYPE_NAMES = {int: "an int", float: "a number", str: "a str"}
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+  """An int field takes an int (not a bool or a float); a float field an int or a float."""
+  if kind is int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+  elif kind is float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+  else:
+    ok = isinstance(value, kind)
+  if not ok:
+    raise TypeError(f"{name}={value!r} ({type(value).__name__}) must be "
+                    f"{_TYPE_NAMES.get(kind, kind.__name__)}")
 
 
 def with_overrides(options: SearchOptions, overrides: Mapping[str, Any]) -> SearchOptions:

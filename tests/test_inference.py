@@ -228,6 +228,33 @@ def test_bad_decode_options_are_named(model):
     model.decode("abc")
 
 
+def test_decode_reads_any_iterable_of_str_once(model):
+  words = ["abc", "fade", "bead"]
+  expected = [r.text for r in model.decode(words, beam_size=2)]
+  assert [r.text for r in model.decode((w for w in words), beam_size=2)] == expected
+  assert [r.text for r in model.decode(tuple(words), beam_size=2)] == expected
+  assert [r.text for r in model.decode(np.array(words), beam_size=2)] == expected
+
+
+@pytest.mark.parametrize(("inputs", "kw", "error", "message"), [
+    ([b"hello"], {}, TypeError, r"input 0 is bytes; decode takes str \(decode bytes first"),
+    (["abc", 3], {}, TypeError, "input 1 is int; decode takes str"),
+    (b"hello", {}, TypeError, "list of inputs"),
+    (17, {}, TypeError, "decode takes an iterable of inputs, not int"),
+    (["abc"], {"beam_size": 2.5}, TypeError, r"beam_size=2.5 \(float\) must be an int"),
+    (["abc"], {"beam_size": "5"}, TypeError, r"beam_size='5' \(str\) must be an int"),
+    (["abc"], {"alpha": True}, TypeError, r"alpha=True \(bool\) must be a number"),
+    (["abc"], {"batch_size": 0}, ValueError, "batch_size=0 must be >= 1"),
+    (["abc"], {"batch_size": 2.0}, TypeError, r"batch_size=2.0 \(float\) must be an int"),
+    (["abc"], {"top_p": 0.0}, ValueError, r"top_p=0.0 must be in \(0, 1\]"),
+    (["abc"], {"temperature": 0.0}, ValueError, "temperature=0.0 must be > 0"),
+    (["abc"], {"top_k": -1}, ValueError, "top_k=-1 must be >= 0"),
+])
+def test_decode_refuses_bad_inputs_and_options_naming_them(model, inputs, kw, error, message):
+  with pytest.raises(error, match=message):
+    model.decode(inputs, **kw)
+
+
 def test_attention_rows_are_distributions_and_the_plot_is_a_png(model, tmp_path):
   result = model.decode(["beach"], return_attention=True)[0]
   weights = result.attention

@@ -111,16 +111,17 @@ def test_an_unreadable_record_is_named(tmp_path):
     run_dir.check_resume(str(tmp_path), _config())
 
 
-def test_atomic_write_keeps_the_old_file_and_no_temporary_when_the_rename_fails(
+def test_a_failed_record_write_keeps_the_old_record_and_leaves_no_temporary(
     tmp_path, monkeypatch):
-  path = tmp_path / "config.json"
-  path.write_text("old")
+  run_dir.save_config(str(tmp_path), _config())
+  before = (tmp_path / "config.json").read_bytes()
   def fail(src, dst):
     raise OSError(28, "No space left on device")
   monkeypatch.setattr(os, "replace", fail)
   with pytest.raises(OSError, match="No space left"):
-    run_dir.write_atomic(str(path), "new")
-  assert path.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
+    run_dir.save_config(str(tmp_path), _config(**{"train.num_steps": 80}))
+  assert (tmp_path / "config.json").read_bytes() == before
+  assert os.listdir(tmp_path) == ["config.json"]
 
 
 def test_a_refused_rerun_of_a_finished_run_leaves_its_record_and_decoding_intact(

@@ -113,6 +113,12 @@ def test_wav_paths_and_waveforms_decode_alike_whatever_shares_the_batch(model, t
     model.decode([str(tmp_path / "missing.wav")])
   with pytest.raises(ValueError, match="float samples must be in"):
     model.decode([np.full(4000, 2.0)])
+  with pytest.raises(TypeError, match=r"input 1 is int; decode takes a WAV path"):
+    model.decode([paths[0], 7])
+  with pytest.raises(TypeError, match="list of inputs"):
+    model.decode(audio[0])
+  # Any iterable, read once.
+  assert [r.text for r in model.decode(iter(paths), beam_size=3)] == [r.text for r in from_paths]
 
 
 def test_attention_runs_over_encoder_steps_and_plots(model, tmp_path):
