@@ -30,6 +30,7 @@ import sys
 from absl import app, flags
 
 from s2s_jax import cli
+from s2s_jax.data import textfiles
 from s2s_jax.search import SearchOptions
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "A training run's directory; several, comma-"
@@ -65,10 +66,12 @@ flags.adopt_module_key_flags(cli)  # so that --help lists them with decode.py's 
 _PROG = "decode.py"
 
 
-def _read_lines(path: str | None) -> list[str]:
-  stream = sys.stdin if path is None else open(path, encoding="utf-8")  # noqa: SIM115
-  with stream:
-    return [line.rstrip("\r\n") for line in stream]
+def _read_lines(path: str | None, flag: str) -> list[str]:
+  """The lines of `path` (stdin when None) without line endings; a line that is not UTF-8 is
+  an InputError naming the file (or <stdin>) and the line."""
+  if path is None:
+    return [text for _, text in textfiles.stream_lines(sys.stdin.buffer, "<stdin>")]
+  return [text for _, text in textfiles.read_lines(path, flag)]
 
 
 def _inputs(model) -> tuple[list, list[list[str]] | None]:
@@ -79,10 +82,10 @@ def _inputs(model) -> tuple[list, list[list[str]] | None]:
       audio, texts = pairs.columns()
       return audio, [[t] for t in texts]
     return pairs.columns()[0], pairs.all_references()
-  lines = _read_lines(_INPUT.value)
+  lines = _read_lines(_INPUT.value, "--input")
   if _REFERENCE.value is None:
     return lines, None
-  references = [line.split("\t") for line in _read_lines(_REFERENCE.value)]
+  references = [line.split("\t") for line in _read_lines(_REFERENCE.value, "--reference")]
   if len(references) != len(lines):
     raise ValueError(f"--reference={_REFERENCE.value} has {len(references)} lines but the "
                      f"input has {len(lines)}")
@@ -217,4 +220,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("decode.py"))

@@ -13,12 +13,11 @@ import json
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from s2s_jax import cli, host_memory, training
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "g2p.py"),
+_CONFIG = cli.define_config_file(
+    "train.py", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "g2p.py"),
     "Training config file (default: configs/g2p.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and vocabularies.")
 flags.mark_flag_as_required("workdir")
@@ -41,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("train.py"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -44,7 +45,8 @@ def setup_logging() -> None:
 
 
 def fail(prog: str, message: str) -> NoReturn:
-  print(f"{prog}: error: {message}", file=sys.stderr)
+  """Prints the message as one line `<prog>: error: ...` and exits with code 2."""
+  print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
   sys.exit(2)
 
 
@@ -82,3 +84,32 @@ def given_flags(options_class: type, flag_values: flags.FlagValues = flags.FLAGS
   left to whatever default the caller starts from)."""
   return {f.name: flag_values[f.name].value for f in dataclasses.fields(options_class)
           if flag_values[f.name].present}
+
+
+def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
+  """`app.run`'s `flags_parser`: absl's own flag errors (unknown flag, bad value) as one line
+  and exit code 2, like every other user error."""
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except (flags.Error, OSError) as e:  # OSError: --config's file failed to load
+      fail(prog, str(e))
+
+  return parse
+
+
+def define_config_file(prog: str, default: str, help_text: str) -> Any:
+  """`config_flags.DEFINE_config_file("config", ...)`, which reads the `--config.<field>`
+  overrides at once: a field the config lacks is one line naming the flag, exit code 2."""
+  from ml_collections import config_flags  # train.py's alone: decode.py does not need it
+  try:
+    return config_flags.DEFINE_config_file("config", default, help_text)
+  except (AttributeError, KeyError) as e:
+    raw = str(e.args[0] if e.args else e)
+    key = re.sub(r"[\\'\"]", "", raw.replace("\\n", "\n").splitlines()[0]).strip()
+    close = re.search(r"Did you mean \W*([\w.]+)", raw)
+    hint = f"; did you mean {close.group(1)!r}?" if close else ""
+    named = [a.split("=")[0] for a in sys.argv[1:]
+             if a.startswith("--config.") and key in a.split("=")[0].split(".")]
+    fail(prog, f"{', '.join(named) or '--config'}: the config has no field {key!r}{hint}")

@@ -66,6 +66,54 @@ def test_bad_training_file_line_is_named_in_one_line_and_traceback_flag_shows_th
   assert with_stack.returncode != 0 and "Traceback" in with_stack.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--config.model.hidden_sise=3"],
+     "--config.model.hidden_sise: the config has no field 'hidden_sise'; did you mean "
+     "'hidden_size'?"),
+    (["--config.modell.hidden_size=3"],
+     "--config.modell.hidden_size: the config has no field 'modell'; did you mean 'model'?"),
+    (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    (["--config=/no/such/config.py"], "Configuration is not available"),
+    (["--config.data.dataset=cmudictt"],
+     "data.dataset='cmudictt': no such dataset (local: cmudict, parallel_text, speech_files, "
+     "spoken_words; or a tfds catalog name, `tfds.list_builders()`); did you mean 'cmudict'"),
+])
+def test_flag_and_config_field_mistakes_are_one_line_exit_2_before_any_work(
+    tmp_path, args, message):
+  run = _cli("train.py", *args, f"--workdir={tmp_path / 'run'}",
+             f"--config.data.data_dir={tmp_path / 'tfds'}")
+  assert _one_error_line(run, "train.py").startswith(message)
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_an_empty_training_file_is_named_in_one_line(tmp_path):
+  (tmp_path / "train.tsv").write_text("")
+  (tmp_path / "dev.tsv").write_text("a b\tA B\n")
+  run = _cli("train.py", "--config", str(ROOT / "configs" / "translate.py"),
+             f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+             f"--config.data.options.directory={tmp_path}",
+             "--config.data.options.files.train=train.tsv",
+             "--config.data.options.files.validation=dev.tsv")
+  assert _one_error_line(run, "train.py") == (
+      f"{tmp_path / 'train.tsv'}: the train split has no examples: the file holds no "
+      "source/target pair")
+
+
+def test_decode_input_that_is_not_utf8_names_the_file_or_stdin_and_the_line(tiny_run, tmp_path):
+  bad = tmp_path / "in.txt"
+  bad.write_bytes(b"abc\n\xff\xfeab\n")
+  run = _cli("decode.py", f"--workdir={tiny_run[0]}", f"--input={bad}")
+  assert _one_error_line(run, "decode.py") == (
+      f"{bad}:2: not valid UTF-8 (invalid start byte at byte 0)")
+  run = subprocess.run([sys.executable, str(ROOT / "decode.py"), f"--workdir={tiny_run[0]}"],
+                       input=b"abc\n\xff\xfeab\n", env=ENV, capture_output=True, timeout=300)
+  errors = [line for line in run.stderr.decode().splitlines() if "error:" in line]
+  assert run.returncode == 2 and errors == [
+      "decode.py: error: <stdin>:2: not valid UTF-8 (invalid start byte at byte 0)"]
+  run = _cli("decode.py", f"--workdir={tiny_run[0]}", "--beam_size=abc", stdin="abc\n")
+  assert "--beam_size=abc: invalid literal for int()" in _one_error_line(run, "decode.py")
+
+
 def test_decode_mistakes_end_with_one_error_line_and_exit_code_2(tiny_run, tmp_path):
   missing = _cli("decode.py", f"--workdir={tmp_path / 'nowhere'}", stdin="abc\n")
   assert "does not exist" in _one_error_line(missing, "decode.py")

@@ -14,6 +14,7 @@ defaults, and `BUILDER`, the tfds builder; a new one is a module and one `LOCAL_
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import inspect
 from collections.abc import Mapping, Sequence
@@ -238,6 +239,15 @@ def _check_options(name: str, takes: Sequence[str], needs: Sequence[str],
 def _catalog_dataset(name, data_dir, options):
   try:
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  except tfds.core.registered.DatasetNotFoundError:
+    # tfds's own message lists all ~1,300 catalog names: one line with the close ones instead.
+    base = name.partition("/")[0].partition(":")[0]
+    known = [*LOCAL_BUILDERS, *tfds.list_builders(with_community_datasets=False)]
+    close = difflib.get_close_matches(base, known, n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"data.dataset={name!r}: no such dataset (local: "
+                     f"{', '.join(sorted(LOCAL_BUILDERS))}; or a tfds catalog name, "
+                     f"`tfds.list_builders()`){hint}") from None
   except ModuleNotFoundError as e:
     if "tensorflow" not in str(e):
       raise

@@ -151,8 +151,13 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split, paths):
     skipped = textfiles.SkipCounter() if self.builder_config.skip_bad_lines else None
     rows = read_tsv(paths[0], skipped) if len(paths) == 1 else read_aligned(*paths, skipped)
-    for number, source, target in rows:
+    count = 0
+    for count, (number, source, target) in enumerate(rows, start=1):
       yield number, {"source": source, "target": target}
+    if not count:  # tfds would stop with a bare AssertionError ("No examples were yielded")
+      bad = f", and {skipped.total} bad lines were skipped" if skipped and skipped.total else ""
+      raise textfiles.InputError(paths[0], 0, f"the {split} split has no examples: the file "
+                                 f"holds no source/target pair{bad}")
     if skipped is not None:
       self.info.metadata["skipped"][split] = skipped.as_dict()
       if skipped.total:

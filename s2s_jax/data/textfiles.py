@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 
 class InputError(ValueError):
@@ -81,20 +82,26 @@ def read_lines(path: str | os.PathLike, what: str = "input",
   """
   path = check_exists(path, what)
   with open(path, "rb") as f:
-    for number, raw in enumerate(f, start=1):
-      try:
-        text = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        error = InputError(path, number, f"not valid UTF-8 ({e.reason} at byte {e.start})",
-                           reason="not valid UTF-8")
-        if skipped is None:
-          raise error from None
-        skipped.add(error)
-        yield number, None
-        continue
-      if number == 1 and text.startswith("\ufeff"):  # a BOM is an encoding mark, not data
-        text = text[1:]
-      yield number, text.rstrip("\r\n")
+    yield from stream_lines(f, path, skipped)
+
+
+def stream_lines(stream: BinaryIO, name: str, skipped: SkipCounter | None = None
+                 ) -> Iterator[tuple[int, str | None]]:
+  """`read_lines` of an open binary stream (e.g. `sys.stdin.buffer`), errors naming `name`."""
+  for number, raw in enumerate(stream, start=1):
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      error = InputError(name, number, f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                         reason="not valid UTF-8")
+      if skipped is None:
+        raise error from None
+      skipped.add(error)
+      yield number, None
+      continue
+    if number == 1 and text.startswith("\ufeff"):  # a BOM is an encoding mark, not data
+      text = text[1:]
+    yield number, text.rstrip("\r\n")
 
 
 def fingerprint(paths: Sequence[str | os.PathLike], salt: str = "") -> str:
