@@ -152,7 +152,8 @@ class ParallelText(tfds.core.GeneratorBasedBuilder):
     skipped = textfiles.SkipCounter() if self.builder_config.skip_bad_lines else None
     rows = read_tsv(paths[0], skipped) if len(paths) == 1 else read_aligned(*paths, skipped)
     count = 0
-    for count, (number, source, target) in enumerate(rows, start=1):
+    for number, source, target in rows:
+      count += 1
       yield number, {"source": source, "target": target}
     if not count:  # tfds would stop with a bare AssertionError ("No examples were yielded")
       bad = f", and {skipped.total} bad lines were skipped" if skipped and skipped.total else ""
