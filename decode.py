@@ -25,6 +25,7 @@ line `decode.py: error: ...` and exit code 2.
 """
 
 import json
+import logging
 import sys
 
 from absl import app, flags
@@ -57,6 +58,7 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", False, "Tune glibc malloc so the CPU backend reuses freed buffers "
     "(s2s_jax/host_memory.py). Off by default here: it speeds up training steps, but decoding "
     "measured no faster with it (docs/speed.md).")
+_COMPILATION_CACHE = cli.define_cache_flag()
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "On an input or option error, raise it with "
                                "its traceback instead of printing one line.")
 _CHUNK = 4096  # lines read, decoded and written at a time
@@ -188,6 +190,9 @@ def _run(checkpoints: list[str]) -> None:
     raise ValueError("--with_source with --split needs a text model: a speech split's audio "
                      "has no path to write (give --input with WAV paths instead)")
   lines, references = _inputs(model)
+  # The library's summaries of cut and unseen inputs (0-based indices) repeat what `_warn`
+  # says per input line; short audio is in the empty-output warning below.
+  logging.getLogger("s2s_jax.decode_io").setLevel(logging.ERROR)
   out = sys.stdout if _OUTPUT.value is None else open(_OUTPUT.value, "w", encoding="utf-8")  # noqa: SIM115
   try:
     best, empty_outputs = _decode_all(model, lines, out)
@@ -215,6 +220,7 @@ def main(argv):
     from s2s_jax import host_memory
     host_memory.keep_freed_memory()
   cli.setup_logging()
+  cli.enable_compilation_cache(_COMPILATION_CACHE.value)
   checkpoints = _check_flags()
   cli.run(_PROG, lambda: _run(checkpoints), traceback=_TRACEBACK.value)
 

@@ -24,6 +24,7 @@ flags.mark_flag_as_required("workdir")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", True, "Tune glibc malloc so the CPU backend reuses freed step buffers "
     "instead of faulting in fresh pages every step (s2s_jax/host_memory.py).")
+_COMPILATION_CACHE = cli.define_cache_flag()
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "On a config or input error, raise it with "
                                "its traceback instead of printing one line.")
 
@@ -34,6 +35,7 @@ def main(argv):
   if _KEEP_FREED_MEMORY.value:  # before the first computation creates JAX's CPU threads
     host_memory.keep_freed_memory()
   cli.setup_logging()
+  cli.enable_compilation_cache(_COMPILATION_CACHE.value)
   result = cli.run("train.py", lambda: training.train_and_evaluate(_CONFIG.value, _WORKDIR.value),
                    traceback=_TRACEBACK.value)
   print(json.dumps(result, indent=1))

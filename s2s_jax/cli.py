@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import sys
 import typing
@@ -36,12 +37,22 @@ def setup_logging() -> None:
   if not verbosity.present:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)
+  logging.getLogger("absl").addFilter(_benign_tfds_warning)
   ours = logging.getLogger("s2s_jax")
   ours.setLevel(logging.DEBUG if verbosity.present and verbosity.value >= 1 else logging.INFO)
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter("%(message)s"))
   ours.handlers[:] = [handler]
   ours.propagate = False
+
+
+# tfds warns about what every local (offline) build does: a config object of its own, and a
+# version folder with no dataset_info.json before its first preparation.
+_BENIGN_TFDS = ("Using custom data configuration", "has no dataset_info.json")
+
+
+def _benign_tfds_warning(record: logging.LogRecord) -> bool:
+  return not any(text in record.getMessage() for text in _BENIGN_TFDS)
 
 
 def fail(prog: str, message: str) -> NoReturn:
@@ -113,3 +124,30 @@ def define_config_file(prog: str, default: str, help_text: str) -> Any:
     named = [a.split("=")[0] for a in sys.argv[1:]
              if a.startswith("--config.") and key in a.split("=")[0].split(".")]
     fail(prog, f"{', '.join(named) or '--config'}: the config has no field {key!r}{hint}")
+
+
+def default_cache_dir() -> str:
+  """Where train.py and decode.py keep JAX's compiled programs: `$XDG_CACHE_HOME/s2s_jax/jax`
+  (`~/.cache/s2s_jax/jax`), or `$JAX_COMPILATION_CACHE_DIR` when the user set it."""
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "s2s_jax", "jax")
+
+
+def define_cache_flag() -> flags.FlagHolder:
+  return flags.DEFINE_string(
+      "compilation_cache", default_cache_dir(), "JAX's persistent compilation cache: a second "
+      "run of the same model and shapes loads its compiled programs instead of compiling them "
+      "again (on CPU, most of a short decode's time). Empty: off.")
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Turns on JAX's persistent compilation cache in `directory` ('' leaves it off). Every
+  program is cached, however fast it compiled: a decode call's are small but many."""
+  if not directory:
+    return
+  import jax  # after flag parsing: the CLIs import jax only when they run
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -13,16 +13,21 @@ defaults, and `BUILDER`, the tfds builder; a new one is a module and one `LOCAL_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
 import inspect
+import io
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
+
+log = logging.getLogger(__name__)
 
 
 def _text(value: Any) -> str:
@@ -212,8 +217,22 @@ def open_dataset(name: str, *, data_dir: str | None = None,
   builder = module.BUILDER(config=module.make_config(**options), data_dir=data_dir,
                            file_format="array_record")
   if not builder.is_prepared():
-    builder.download_and_prepare()
+    _prepare(builder)
   return Dataset(builder, **builder.pair_keys())
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, **kwargs: Any) -> None:
+  """`download_and_prepare` with one line before and after instead of tfds's own, which go to
+  stdout (where train.py writes its result) and speak of downloads ("Unknown size") even for
+  local files. tfds's progress bars (stderr) stay."""
+  log.info("preparing dataset %s (%s) in %s; later runs reuse it", builder.name,
+           builder.builder_config.name if builder.builder_config else "default",
+           builder.data_dir)
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(**kwargs)
+  counts = {name: split.num_examples for name, split in builder.info.splits.items()}
+  log.info("prepared %s: %s examples", builder.name,
+           ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
 def _check_options(name: str, takes: Sequence[str], needs: Sequence[str],
@@ -258,7 +277,7 @@ def _catalog_dataset(name, data_dir, options):
                      "does it for speech_commands and librispeech), or use the offline "
                      "spoken_words corpus (docs/speech.md)") from None
   if options.get("download"):
-    builder.download_and_prepare(file_format="array_record")
+    _prepare(builder, file_format="array_record")
   keys = builder.info.supervised_keys
   source_key = options.get("source_key") or (keys[0] if keys else None)
   target_key = options.get("target_key") or (keys[1] if keys else None)
