@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -154,6 +155,26 @@ def _restore(manager: ocp.CheckpointManager, step: int, state_args: Any,
   return restored
 
 
+def _is_disk_full(e: BaseException) -> bool:
+  while e is not None:
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _remove_partial_saves(directory: str) -> list[str]:
+  """Removes Orbax's temporary step directories (a save that did not complete) under
+  `directory`'s `last/` and `best/`."""
+  partial = [os.path.join(directory, kind, name) for kind in ("last", "best")
+             if os.path.isdir(os.path.join(directory, kind))
+             for name in os.listdir(os.path.join(directory, kind))
+             if ".orbax-checkpoint-tmp" in name]
+  for path in partial:
+    shutil.rmtree(path, ignore_errors=True)
+  return partial
+
+
 class Checkpoints:
   """Saving and restoring `(state, loop_state)` pairs; `state` is any pytree of arrays."""
 
@@ -165,6 +186,7 @@ class Checkpoints:
     self.best = ocp.CheckpointManager(
         os.path.join(directory, "best"), item_names=_ITEMS,
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    self._saving: tuple[int | None, Any] = (None, None)  # the newest save, for its errors
 
   def save(self, step: int, state: Any, loop_state: dict, *, best: bool = False) -> None:
     """Saves asynchronously (arrays are copied first, so training may go on and donate them),
@@ -184,9 +206,12 @@ class Checkpoints:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               loop=ocp.args.JsonSave(loop_state),
                               digest=ocp.args.JsonSave(state_digest))
-    self.last.save(step, args=args, force=True)
-    if best:
-      self.best.save(step, args=args, force=True)
+    self.wait()  # the previous save's errors are its own, not this step's
+    with self._disk_errors(step, state):
+      self.last.save(step, args=args, force=True)
+      if best:
+        self.best.save(step, args=args, force=True)
+    self._saving = (step, state)
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
     """`(step, state, loop_state)` of the newest good step, or None if there is none. Newer
@@ -248,8 +273,35 @@ class Checkpoints:
     return step, restored.state, restored.loop
 
   def wait(self) -> None:
-    self.last.wait_until_finished()
-    self.best.wait_until_finished()
+    """Waits for the saves in flight (see `save` for the errors)."""
+    with self._disk_errors(*self._saving):
+      self.last.wait_until_finished()
+      self.best.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _disk_errors(self, step: int | None, state: Any) -> Iterator[None]:
+    """A full disk during a save (Orbax reports it as a ValueError from TensorStore, perhaps
+    at the next call): one OSError saying where, how much is free and what the step needs,
+    after removing the save's temporary directories, so the next run resumes cleanly."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 -- only a full disk is translated; the rest re-raised
+      if not _is_disk_full(e):
+        raise
+      for manager in (self.last, self.best):  # let every save thread end before cleaning up
+        with contextlib.suppress(Exception):
+          manager.wait_until_finished()
+      removed = _remove_partial_saves(self.directory)
+      free = shutil.disk_usage(self.directory).free
+      need = sum(a.nbytes for _, a in _host_leaves(state)) if state is not None else 0
+      self.last.reload()
+      good = self.last.latest_step()
+      resume = "the start" if good is None else f"step {good}"
+      raise OSError(
+          f"no space left on the device of {self.directory} while saving checkpoint step "
+          f"{step} ({free / 1e6:.1f} MB free; a step takes about {need / 1e6:.1f} MB); removed "
+          f"{len(removed)} partial save(s). Free some space and run again: it resumes from "
+          f"{resume}") from None
 
   def close(self) -> None:
     self.last.close()

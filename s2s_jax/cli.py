@@ -37,7 +37,7 @@ def setup_logging() -> None:
   if not verbosity.present:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)
-  logging.getLogger("absl").addFilter(_benign_tfds_warning)
+  logging.getLogger("absl").addFilter(_not_noise)
   ours = logging.getLogger("s2s_jax")
   ours.setLevel(logging.DEBUG if verbosity.present and verbosity.value >= 1 else logging.INFO)
   handler = logging.StreamHandler(sys.stderr)
@@ -46,13 +46,21 @@ def setup_logging() -> None:
   ours.propagate = False
 
 
-# tfds warns about what every local (offline) build does: a config object of its own, and a
-# version folder with no dataset_info.json before its first preparation.
-_BENIGN_TFDS = ("Using custom data configuration", "has no dataset_info.json")
+# Library records that only repeat or mislead: tfds warns about what every local (offline)
+# build does (a config object of its own; a version folder with no dataset_info.json before
+# its first preparation), and Orbax's background threads log a full disk with tracebacks
+# (checkpoint.py reports it in one line).
+_NOISE = ("Using custom data configuration", "has no dataset_info.json",
+          "No space left on device")
 
 
-def _benign_tfds_warning(record: logging.LogRecord) -> bool:
-  return not any(text in record.getMessage() for text in _BENIGN_TFDS)
+def _not_noise(record: logging.LogRecord) -> bool:
+  message = record.getMessage()
+  if record.exc_info and record.exc_info[1] is not None:
+    message += str(record.exc_info[1])
+  if not any(text in message for text in _NOISE):
+    return True
+  return "No space left" in message and "orbax" not in record.pathname
 
 
 def fail(prog: str, message: str) -> NoReturn:

@@ -5,6 +5,7 @@ and the resumed run is bitwise the uninterrupted one."""
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from s2s_jax import checkpoint
-from tests.test_cli import ENV, ROOT
+from tests.test_cli import ENV, ROOT, _one_error_line
 
 
 def _state(step: int) -> dict:
@@ -178,3 +179,58 @@ def test_resume_after_damage_is_bitwise_the_uninterrupted_run_and_decode_falls_b
   jax.tree.map(np.testing.assert_array_equal, load(str(tiny_run[0]), "last").params,
                load(str(workdir), "last").params)
   assert (workdir / "checkpoints" / "unreadable" / "last-40").is_dir()
+
+
+def test_a_full_disk_during_a_save_is_one_oserror_and_its_partial_save_removed(
+    tmp_path, monkeypatch):
+  ckpts = _save_steps(tmp_path, (1,))
+  partial = tmp_path / "last" / "7.orbax-checkpoint-tmp"
+  partial.mkdir()
+
+  def full(*args, **kwargs):  # as Orbax reports it (TensorStore's error, a ValueError)
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "w/0": Failed to write 75170 bytes to '
+                     "file 4: No space left on device [os_error_code='28']")
+
+  monkeypatch.setattr(ckpts.last, "save", full)
+  with pytest.raises(OSError) as e:
+    ckpts.save(7, _state(7), {})
+  message = str(e.value)
+  assert message.startswith(f"no space left on the device of {tmp_path} while saving checkpoint "
+                            "step 7 (")
+  assert "MB free; a step takes about 0.0 MB); removed 1 partial save(s)" in message
+  assert message.endswith("resumes from step 1") and not partial.exists()
+  monkeypatch.setattr(ckpts.last, "save", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+  with pytest.raises(KeyError):  # other errors pass through untouched
+    ckpts.save(8, _state(8), {})
+
+
+def _mount_tmpfs(path, size: str) -> bool:
+  path.mkdir(exist_ok=True)
+  return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                        capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_train_cli_on_a_full_disk_exits_2_in_one_line_and_the_next_run_resumes(
+    copy_dict, tmp_path):
+  small = tmp_path / "small"
+  if os.geteuid() != 0 or shutil.which("mount") is None or not _mount_tmpfs(small, "3m"):
+    pytest.skip("needs to mount a small tmpfs (root)")
+  try:
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "tiny.py"),
+           f"--workdir={small / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+           f"--config.data.options.dict_path={copy_dict}", "--config.train.checkpoint_every=5",
+           "--config.train.keep_checkpoints=100", "--config.train.num_steps=200"]
+    run = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    message = _one_error_line(run, "train.py")
+    assert message.startswith("no space left on the device of") and "partial save" in message
+    assert "RESOURCE_EXHAUSTED" not in run.stderr  # Orbax's own tracebacks are held back
+    leftovers = [p for p in small.rglob("*") if ".orbax-checkpoint-tmp" in p.name]
+    assert not leftovers
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+    resumed = subprocess.run(cmd[:-1] + ["--config.train.num_steps=40"], env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from step" in resumed.stderr
+  finally:
+    subprocess.run(["umount", str(small)], capture_output=True)
