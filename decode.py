@@ -30,7 +30,7 @@ import sys
 
 from absl import app, flags
 
-from s2s_jax import cli
+from s2s_jax import cli, compile_cache
 from s2s_jax.data import textfiles
 from s2s_jax.search import SearchOptions
 
@@ -220,7 +220,7 @@ def main(argv):
     from s2s_jax import host_memory
     host_memory.keep_freed_memory()
   cli.setup_logging()
-  cli.enable_compilation_cache(_COMPILATION_CACHE.value)
+  compile_cache.enable(_COMPILATION_CACHE.value)
   checkpoints = _check_flags()
   cli.run(_PROG, lambda: _run(checkpoints), traceback=_TRACEBACK.value)
 

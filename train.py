@@ -14,7 +14,7 @@ import os
 
 from absl import app, flags
 
-from s2s_jax import cli, host_memory, training
+from s2s_jax import cli, compile_cache, host_memory, training
 
 _CONFIG = cli.define_config_file(
     "train.py", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "g2p.py"),
@@ -35,7 +35,7 @@ def main(argv):
   if _KEEP_FREED_MEMORY.value:  # before the first computation creates JAX's CPU threads
     host_memory.keep_freed_memory()
   cli.setup_logging()
-  cli.enable_compilation_cache(_COMPILATION_CACHE.value)
+  compile_cache.enable(_COMPILATION_CACHE.value)
   result = cli.run("train.py", lambda: training.train_and_evaluate(_CONFIG.value, _WORKDIR.value),
                    traceback=_TRACEBACK.value)
   print(json.dumps(result, indent=1))

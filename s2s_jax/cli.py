@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import sys
 import typing
@@ -20,6 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 from absl import flags
 from absl import logging as absl_logging
+
+from s2s_jax import compile_cache
 
 log = logging.getLogger(__name__)
 
@@ -134,28 +135,10 @@ def define_config_file(prog: str, default: str, help_text: str) -> Any:
     fail(prog, f"{', '.join(named) or '--config'}: the config has no field {key!r}{hint}")
 
 
-def default_cache_dir() -> str:
-  """Where train.py and decode.py keep JAX's compiled programs: `$XDG_CACHE_HOME/s2s_jax/jax`
-  (`~/.cache/s2s_jax/jax`), or `$JAX_COMPILATION_CACHE_DIR` when the user set it."""
-  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    return os.environ["JAX_COMPILATION_CACHE_DIR"]
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "s2s_jax", "jax")
-
-
 def define_cache_flag() -> flags.FlagHolder:
+  """--compilation_cache: the directory `main` passes to `compile_cache.enable`."""
   return flags.DEFINE_string(
-      "compilation_cache", default_cache_dir(), "JAX's persistent compilation cache: a second "
-      "run of the same model and shapes loads its compiled programs instead of compiling them "
-      "again (on CPU, most of a short decode's time). Empty: off.")
-
-
-def enable_compilation_cache(directory: str) -> None:
-  """Turns on JAX's persistent compilation cache in `directory` ('' leaves it off). Every
-  program is cached, however fast it compiled: a decode call's are small but many."""
-  if not directory:
-    return
-  import jax  # after flag parsing: the CLIs import jax only when they run
-  jax.config.update("jax_compilation_cache_dir", directory)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+      "compilation_cache", compile_cache.default_directory(),
+      "JAX's persistent compilation cache: a second run of the same model and shapes loads its "
+      "compiled programs instead of compiling them again (on CPU, most of a short decode's "
+      "time). Empty: off.")

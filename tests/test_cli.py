@@ -126,3 +126,20 @@ def test_decode_mistakes_end_with_one_error_line_and_exit_code_2(tiny_run, tmp_p
   nbest = _cli("decode.py", f"--workdir={tiny_run[0]}", "--nbest=3", "--beam_size=2",
                stdin="abc\n")
   assert "nbest=3 must not exceed beam_size=2" in _one_error_line(nbest, "decode.py")
+
+
+def test_decode_fills_the_compilation_cache_and_a_warm_call_decodes_alike(tiny_run, tmp_path):
+  env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  runs = [subprocess.run([sys.executable, str(ROOT / "decode.py"), f"--workdir={tiny_run[0]}"],
+                         input="abc\nfade\n", env=env, capture_output=True, text=True,
+                         timeout=300) for _ in range(2)]
+  assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+  assert runs[0].stdout == runs[1].stdout and runs[0].stdout.count("\n") == 2
+  cached = sorted(p.name for p in (tmp_path / "xdg" / "s2s_jax" / "jax").iterdir())
+  assert any(name.startswith("jit_search") for name in cached)
+  off = subprocess.run([sys.executable, str(ROOT / "decode.py"), f"--workdir={tiny_run[0]}",
+                        "--compilation_cache="], input="abc\n", env={
+                            **env, "XDG_CACHE_HOME": str(tmp_path / "off")},
+                       capture_output=True, text=True, timeout=300)
+  assert off.returncode == 0 and not (tmp_path / "off").exists()
