@@ -231,10 +231,10 @@ class Checkpoints:
       try:
         restored = _restore(self.last, step, ocp.args.StandardRestore(abstract_state))
       except BadCheckpoint as e:
-        log.warning("checkpoint %s in %s; trying the one before", e, self.last.directory)
         failures.append((step, str(e)))
         continue
-      self._set_aside([s for s, _ in failures])
+      for bad, why in failures:
+        log.warning("checkpoint %s: not used, moved to %s", why, self._set_aside(bad))
       return step, restored.state, restored.loop
     if failures:
       raise ValueError(
@@ -244,20 +244,18 @@ class Checkpoints:
           "in a new workdir; to start over, delete the checkpoints directory")
     return None
 
-  def _set_aside(self, steps: list[int]) -> None:
-    """Moves bad steps of `last/` (and the same steps of `best/`) to `unreadable/`."""
-    if not steps or jax.process_index() != 0:
-      return
-    for kind, manager in (("last", self.last), ("best", self.best)):
-      for step in steps:
-        path = os.path.join(manager.directory, str(step))
-        if os.path.isdir(path):
-          target = os.path.join(self.directory, "unreadable", f"{kind}-{step}")
-          shutil.rmtree(target, ignore_errors=True)
-          os.makedirs(os.path.dirname(target), exist_ok=True)
-          os.replace(path, target)
-          log.warning("checkpoint step %d moved to %s", step, target)
-      manager.reload()
+  def _set_aside(self, step: int) -> str:
+    """Moves a bad step of `last/` to `unreadable/last-<step>` (kept for inspection), so the
+    manager's keep-N cleanup sees only good ones; returns where. (`best/` is verified when it
+    is used.)"""
+    path = os.path.join(self.last.directory, str(step))
+    target = os.path.join(self.directory, "unreadable", f"last-{step}")
+    if jax.process_index() == 0 and os.path.isdir(path):
+      shutil.rmtree(target, ignore_errors=True)
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.replace(path, target)
+    self.last.reload()
+    return target
 
   def restore_best(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
     """`(step, state, loop_state)` of the best step; None if there is none or it is not good
