@@ -94,7 +94,7 @@ def shared_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 2000
   c.train.checkpoint_every = 2000
   c.train.keep_checkpoints = 2  # most recent; the best one is kept separately
-  c.train.eval_metric = "wer"  # wer, per, bleu, chrf, loss, accuracy
+  c.train.eval_metric = "wer"  # wer, per, cer, bleu, chrf, rouge1, rouge2, rougeL, loss, accuracy
   c.train.early_stopping_patience = 0  # evaluations without improvement; 0 = never stop early
   c.train.max_decode_length_factor = 2.0  # decode up to factor * source length + 10 tokens
   c.train.parallel = "jit"  # jit (a device mesh) or pmap

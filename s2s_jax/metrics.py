@@ -1,5 +1,5 @@
 """Task metrics: word and phone error rates for G2P (multi-reference), word and character error
-rates for speech recognition, BLEU and chrF (sacrebleu).
+rates for speech recognition, BLEU and chrF (sacrebleu), ROUGE (rouge-score).
 
 Edit distances come from rapidfuzz (C++): a Python double loop takes seconds per thousand
 sentences, which evaluation sets of speech corpora would feel.
@@ -65,11 +65,32 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> 
           "chrf": sacrebleu.corpus_chrf(list(hypotheses), refs).score}
 
 
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
+                 ) -> dict[str, float]:
+  """Mean ROUGE-1 / 2 / L F1 x 100 (Google's `rouge-score`, Porter stemming, as summarization
+  papers report it), each prediction against its best-matching reference."""
+  from rouge_score import rouge_scorer  # summarization only
+  scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+  totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+  for prediction, refs in zip(predictions, references, strict=True):
+    scores = scorer.score_multi(list(refs), prediction)
+    for kind in ROUGE_TYPES:
+      totals[kind] += scores[kind].fmeasure
+  n = max(len(predictions), 1)
+  return {kind: 100.0 * total / n for kind, total in totals.items()}
+
+
 def task_scores(metric: str, predictions: Sequence[str], references: Sequence[Sequence[str]]
                 ) -> dict[str, float]:
   """The scores a task reports, chosen by its metric: G2P's WER and PER for 'wer' / 'per' (any
   of a word's references counts), speech recognition's WER and CER for 'cer' (`asr_scores`
-  against the first reference), else BLEU and chrF against each sentence's first reference."""
+  against the first reference), summarization's ROUGE-1 / 2 / L for 'rouge*' (the best of the
+  references), else BLEU and chrF against each sentence's first reference."""
+  if metric in ROUGE_TYPES:
+    return rouge_scores(predictions, references)
   if metric in ("wer", "per"):
     return g2p_scores(predictions, references)
   if metric == "cer":

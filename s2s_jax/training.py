@@ -46,7 +46,8 @@ from s2s_jax.special_ids import PAD_ID
 log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = {"wer": True, "per": True, "cer": True, "loss": True, "bleu": False,
-                   "chrf": False, "accuracy": False}
+                   "chrf": False, "accuracy": False, "rouge1": False, "rouge2": False,
+                   "rougeL": False}
 
 
 class TrainState(flax.struct.PyTreeNode):

@@ -75,8 +75,9 @@ def test_bad_training_file_line_is_named_in_one_line_and_traceback_flag_shows_th
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--config=/no/such/config.py"], "Configuration is not available"),
     (["--config.data.dataset=cmudictt"],
-     "data.dataset='cmudictt': no such dataset (local: cmudict, parallel_text, speech_files, "
-     "spoken_words; or a tfds catalog name, `tfds.list_builders()`); did you mean 'cmudict'"),
+     "data.dataset='cmudictt': no such dataset (local: cmudict, debian_descriptions, "
+     "parallel_text, speech_files, spoken_words; or a tfds catalog name, "
+     "`tfds.list_builders()`); did you mean 'cmudict'"),
 ])
 def test_flag_and_config_field_mistakes_are_one_line_exit_2_before_any_work(
     tmp_path, args, message):

@@ -182,6 +182,8 @@ LOCAL_BUILDERS = {
                                  "the spoken_words options in docs/speech.md"),
     "speech_files": LocalBuilder("s2s_jax.data.speech_files",
                                  "the speech_files options in docs/speech.md"),
+    "debian_descriptions": LocalBuilder("s2s_jax.data.debian_descriptions",
+                                        "the debian_descriptions options in docs/data.md"),
 }
 CATALOG_OPTIONS = ("source_key", "target_key", "download")
 
