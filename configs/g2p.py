@@ -71,6 +71,9 @@ def shared_config() -> ml_collections.ConfigDict:
   # CTC head. Decoding's default CTC weight is the same value (decode.py --ctc_weight).
   c.model.ctc_weight = 0.0
   c.model.ctc_upsample = 1  # CTC frames per encoder step (2 for letters -> longer phone strings)
+  # Copy attention (pointer-generator; docs/model.md): the output mixes the softmax with the
+  # attention over the source tokens; needs data.shared_vocab.
+  c.model.copy_attention = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # adam, adamw, sgd (with momentum), adafactor

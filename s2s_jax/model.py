@@ -24,13 +24,13 @@ The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
               ctx_t = h_S, the 'previous' context, or the context h_t asks for ('current')
               r_t   = tanh(W_r [h_t; ctx_t] + b_r)     (R = E when embeddings are tied, else H)
             logits_t = dropout(r_t) W_V + b_V        (W_V = target embedding^T when tied)
+            copy_attention: log of g softmax(logits_t) + (1 - g) attention mass per source token
   ctc       optional (ctc_weight > 0): logits_f = W_c dropout(memory_s) + b_c, ctc_upsample frames
             f per memory step s (`ctc_logits`; the loss and decoding are `s2s_jax.ctc`'s).
   Two drivers run that step: `decode_step` (one step, for search) and the teacher-forced `decode`.
-  When the recurrence does not pass through attention (`ModelConfig.recurrent_attention` false:
-  query 'none', or 'current' without input feeding) `decode` runs the same cells layer by layer
-  with hoisted input projections and then attends for all T steps in one batched product;
-  otherwise it scans `_decoder_step` over time.
+  When the recurrence does not read attention (`ModelConfig.recurrent_attention` false) `decode`
+  runs the cells layer by layer with hoisted input projections, then attends for all T steps
+  at once; otherwise it scans `_decoder_step` over time.
 
 Token ids 0 pad, 1 bos, 2 eos, 3 unk are fixed (`special_ids`). Source padding must be trailing:
 the source mask is `src != PAD_ID`.
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax import attention as attn
-from s2s_jax import features, rnn
+from s2s_jax import features, pointer, rnn
 from s2s_jax.model_config import ModelConfig
 from s2s_jax.special_ids import PAD_ID
 
@@ -74,6 +74,7 @@ class Encoded(NamedTuple):
   mask_BS: jax.Array  # True at real source tokens
   context_BD: jax.Array  # h_S: the encoder top layer's merged final state
   initial_carry: DecoderCarry  # the bridge's output: the decoder's state before the first step
+  source_ids_BS: jax.Array  # the source ids, for copy attention; [B, 0] without it
 
 
 # ----------------------------------------------------------------------------- init
@@ -181,8 +182,9 @@ def encode(
   initial_carry = _bridge(p, cfg, finals)
   if kind.carries_weights:  # "the previous step's weights" before the first step
     initial_carry = initial_carry._replace(align_BS=jnp.zeros(mask_BS.shape, jnp.float32))
+  ids_BS = src if cfg.copy_attention else jnp.zeros((mask_BS.shape[0], 0), jnp.int32)
   return Encoded(memory_BSD=memory_BSD, keys_BSA=keys, mask_BS=mask_BS,
-                 context_BD=finals[-1][-1], initial_carry=initial_carry)
+                 context_BD=finals[-1][-1], initial_carry=initial_carry, source_ids_BS=ids_BS)
 
 
 def _readout(p: Mapping[str, Any], cfg: ModelConfig, h: jax.Array, ctx: jax.Array) -> jax.Array:
@@ -193,13 +195,15 @@ def _readout(p: Mapping[str, Any], cfg: ModelConfig, h: jax.Array, ctx: jax.Arra
                   + p["readout"]["b"].astype(jnp.float32)).astype(dtype)
 
 
-def _logits(p: Mapping[str, Any], cfg: ModelConfig, r: jax.Array) -> jax.Array:
-  """Output projection [..., R] -> float32 logits [..., V]."""
-  if cfg.tie_embeddings:
-    W_RV = _tgt_embedding(p, cfg).T
-  else:
-    W_RV = p["output"]["W"]
-  return rnn.matmul(r, W_RV, cfg.compute_dtype) + p["output"]["b"].astype(jnp.float32)
+def _logits(p: Mapping[str, Any], cfg: ModelConfig, r: jax.Array, enc: Encoded,
+            weights: jax.Array | None) -> jax.Array:
+  """Output projection [..., R] -> float32 logits [..., V]; with copy attention, the
+  log-probabilities of the pointer-generator mixture (`s2s_jax.pointer`) in their place."""
+  W_RV = _tgt_embedding(p, cfg).T if cfg.tie_embeddings else p["output"]["W"]
+  logits = rnn.matmul(r, W_RV, cfg.compute_dtype) + p["output"]["b"].astype(jnp.float32)
+  if not cfg.copy_attention:
+    return logits
+  return pointer.mix(logits, weights, enc.source_ids_BS, pointer.gate(p["copy"], r))
 
 
 def _attend(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded, query: jax.Array,
@@ -279,7 +283,7 @@ def decode(
     if current:
       w_BTS, ctx_BTD = _attend(p, cfg, enc, h_BTH, None)
     r_BTR = _readout(p, cfg, h_BTH, ctx_BTD)
-  return _logits(p, cfg, rnn.dropout(rng_out, r_BTR, cfg.dropout)), w_BTS
+  return _logits(p, cfg, rnn.dropout(rng_out, r_BTR, cfg.dropout), enc, w_BTS), w_BTS
 
 
 def ctc_logits(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded,
@@ -300,7 +304,7 @@ def decode_step(
   """One inference step: `(logits_BV float32, new carry, weights_BS or None)`."""
   emb_BE = _embed(_tgt_embedding(p, cfg), token_B, cfg.compute_dtype)
   carry, r_BR, w_BS = _decoder_step(p, cfg, enc, carry, emb_BE)
-  return _logits(p, cfg, r_BR), carry, w_BS
+  return _logits(p, cfg, r_BR, enc, w_BS), carry, w_BS
 
 
 # ----------------------------------------------------------------------------- module
@@ -340,6 +344,8 @@ class Seq2Seq(nn.Module):
                             cfg.ctc_upsample * cfg.tgt_vocab_size, pd)
     self.readout = self.param("readout", _dense_init, cfg.hidden_size + cfg.memory_size,
                               cfg.readout_size, pd)
+    if cfg.copy_attention:
+      self.copy_gate = self.param("copy", pointer.init, cfg.readout_size, pd)
     if cfg.tie_embeddings:
       self.output = self.param("output", lambda k: {"b": jnp.zeros((cfg.tgt_vocab_size,), pd)})
     else:

@@ -73,6 +73,10 @@ class ModelConfig:
   # CTC-only model). Its blank is PAD_ID, so its outputs are the target vocabulary (s2s_jax.ctc).
   ctc_weight: float = 0.0
   ctc_upsample: int = 1  # CTC frames per memory step (> 1: room for targets longer than sources)
+  # Copy attention (pointer-generator, See et al. 2017; s2s_jax.pointer): the output mixes the
+  # softmax with the attention over the source tokens. Needs attention and a vocabulary shared
+  # by source and target (data.shared_vocab).
+  copy_attention: bool = False
 
   def __post_init__(self) -> None:
     # An audio source has no vocabulary: its src_vocab_size is unused (0 from a run's data).
@@ -97,7 +101,7 @@ class ModelConfig:
         raise ValueError(f"ModelConfig.{name}={value!r} is invalid; allowed values: "
                          + ", ".join(repr(a) for a in allowed))
     for name in ("bidirectional", "residual", "input_feeding", "tie_embeddings",
-                 "share_embeddings", "spec_augment"):
+                 "share_embeddings", "spec_augment", "copy_attention"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid; "
                          "allowed values: True, False")
@@ -127,6 +131,13 @@ class ModelConfig:
           f"{self.encoder_layers} and {self.decoder_layers}) and an encoder final-state size "
           f"({self.memory_size}) equal to hidden_size ({self.hidden_size}); use 'auto' or "
           "'project'")
+    if self.copy_attention and (self.attention == "none" or self.source != "tokens"
+                                or self.src_vocab_size != self.tgt_vocab_size):
+      raise ValueError(
+          "ModelConfig.copy_attention=True copies source tokens by their attention weights: it "
+          f"needs attention (got {self.attention!r}), a token source (got {self.source!r}) and "
+          f"one vocabulary for both sides (got sizes {self.src_vocab_size} and "
+          f"{self.tgt_vocab_size}; set data.shared_vocab=True)")
     if self.ctc_upsample > 1 and not self.has_ctc:
       raise ValueError(f"ModelConfig.ctc_upsample={self.ctc_upsample} needs a CTC head: set "
                        "ctc_weight > 0")

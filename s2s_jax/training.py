@@ -203,6 +203,9 @@ def _check_config(config) -> None:
   # The model's fields too: stand-in vocabulary sizes (the data's come later) decide nothing
   # but the vocabulary checks, which the real sizes repeat.
   ModelConfig.for_vocabularies(config.model, _STAND_IN_VOCABULARY, _STAND_IN_VOCABULARY)
+  if config.model.get("copy_attention") and not config.data.get("shared_vocab"):
+    raise ValueError("model.copy_attention=True copies source tokens into the output: it needs "
+                     "one vocabulary for both sides; set data.shared_vocab=True")
 
 
 _STAND_IN_VOCABULARY = 64
