@@ -43,12 +43,12 @@ def _timed(cmd: list[str], stdin: str | None = None) -> float:
   return time.perf_counter() - start
 
 
-def _measure(workdir: str, cache: str) -> dict[str, float]:
-  """One of each call with `cache` ('' = no cache): the first fills it (cold if it was empty)."""
-  decode = [sys.executable, os.path.join(ROOT, "decode.py"), f"--workdir={workdir}",
-            f"--compilation_cache={cache}"]
-  return {"cli": _timed(decode, stdin="hello\n"),
-          "api": _timed([sys.executable, "-c", _API, workdir, cache])}
+def _call(name: str, workdir: str, cache: str) -> float:
+  """Seconds of one `cli` or `api` call with `cache` ('' = no cache)."""
+  if name == "cli":
+    return _timed([sys.executable, os.path.join(ROOT, "decode.py"), f"--workdir={workdir}",
+                   f"--compilation_cache={cache}"], stdin="hello\n")
+  return _timed([sys.executable, "-c", _API, workdir, cache])
 
 
 def main() -> None:
@@ -62,15 +62,14 @@ def main() -> None:
   for _ in range(args.repeats):
     times.setdefault("import", []).append(
         _timed([sys.executable, "-c", "import s2s_jax.inference"]))
-    for name, value in _measure(args.workdir, "").items():
-      times.setdefault(f"{name} no cache", []).append(value)
-    cache = tempfile.mkdtemp(prefix="jax-cache-")
-    try:
-      for kind in ("cold", "warm"):  # the same (emptied-then-filled) cache directory
-        for name, value in _measure(args.workdir, cache).items():
-          times.setdefault(f"{name} {kind} cache", []).append(value)
-    finally:
-      shutil.rmtree(cache, ignore_errors=True)
+    for name in ("cli", "api"):
+      times.setdefault(f"{name} no cache", []).append(_call(name, args.workdir, ""))
+      cache = tempfile.mkdtemp(prefix="jax-cache-")  # empty: this call's own cold start
+      try:
+        for kind in ("cold", "warm"):  # the second call finds what the first one wrote
+          times.setdefault(f"{name} {kind} cache", []).append(_call(name, args.workdir, cache))
+      finally:
+        shutil.rmtree(cache, ignore_errors=True)
   medians = {k: statistics.median(v) for k, v in times.items()}
   for name in ("cli", "api"):
     medians[f"{name} warm / no cache"] = medians[f"{name} warm cache"] / medians[
