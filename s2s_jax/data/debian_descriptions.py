@@ -36,7 +36,6 @@ import collections
 import dataclasses
 import glob
 import gzip
-import hashlib
 import lzma
 import os
 import re
@@ -45,11 +44,9 @@ from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
 
-from s2s_jax.data import textfiles
+from s2s_jax.data import cmudict, textfiles
 
-VALIDATION_PARTS = 500  # of 10,000: 5%
-TEST_PARTS = 500
-SPLITS = ("train", "validation", "test")
+SPLITS = cmudict.SPLITS
 MAX_STEM_GROUP = 20
 _PATTERN = "*_i18n_Translation-en*"
 _FETCH = "apt-get update -o Acquire::Languages=en"
@@ -152,15 +149,6 @@ def stem_key(synopsis: str) -> str:
   return source_key(re.sub(r"\([^)]*\)", " ", synopsis))
 
 
-def split_of(key: str) -> str:
-  bucket = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % 10_000
-  if bucket < VALIDATION_PARTS:
-    return "validation"
-  if bucket < VALIDATION_PARTS + TEST_PARTS:
-    return "test"
-  return "train"
-
-
 @dataclasses.dataclass
 class Pairs:
   """The corpus after grouping: {split: {source: [synopsis, ...]}} and what happened."""
@@ -204,7 +192,7 @@ def build_pairs(entries: list[Entry], whole_text: bool, min_source_words: int) -
     members[find("s:" + source_key(source))].append((source, target))
   splits: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
   for group in members.values():
-    split = split_of(min(source_key(s) for s, _ in group))
+    split = cmudict.split_of(min(source_key(s) for s, _ in group))  # the same 90/5/5 hash
     for source, target in group:
       targets = splits[split].setdefault(source, [])
       if target in targets:
