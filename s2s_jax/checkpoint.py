@@ -415,17 +415,21 @@ def restore_params(directory: str, which: str | int) -> tuple[int, Any]:
   steps = _managers(directory)
   by_step = _by_step(steps)
   available = sorted(by_step)
+  tried, failures = None, []  # a best step that failed is not tried again below
   if which == "best" and steps.get("best", (None, []))[1]:
     step = max(steps["best"][1])
     try:
       return step, _restore_step(steps["best"][0], step)
     except BadCheckpoint as e:
       log.warning("best checkpoint %s in %s; using the latest good step", e, directory)
+      tried = (steps["best"][0], step)
+      failures.append(str(e))
   elif which == "best":
     log.warning("%s has no best checkpoint (no validation yet); using the latest step", directory)
   if which in ("best", "last"):
-    failures = []
     for step in sorted(by_step, reverse=True):
+      if (by_step[step], step) == tried:
+        continue
       try:
         return step, _restore_step(by_step[step], step)
       except BadCheckpoint as e:

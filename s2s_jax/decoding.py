@@ -188,6 +188,16 @@ def filter_logits(logits_BV: jax.Array, *, temperature: float = 1.0, top_k: int 
   return logits_BV
 
 
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+  """Raises ValueError naming a sampling setting out of range (`sample`, `SearchOptions`)."""
+  if temperature <= 0:
+    raise ValueError(f"temperature={temperature} must be > 0 (use greedy for temperature 0)")
+  if top_k < 0:
+    raise ValueError(f"top_k={top_k} must be >= 0")
+  if not 0.0 < top_p <= 1.0:
+    raise ValueError(f"top_p={top_p} must be in (0, 1]")
+
+
 def sample(step_fn: StepFn, carry: Any, rng: jax.Array, batch_size: int, max_length: int, *,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            row_ids_B: jax.Array | None = None, limit_B: jax.Array | None = None) -> Hypotheses:
@@ -197,10 +207,7 @@ def sample(step_fn: StepFn, carry: Any, rng: jax.Array, batch_size: int, max_len
   sentence given the same id gets the same sample whatever else shares its batch. `logprob` is
   under the unfiltered model.
   """
-  if temperature <= 0:
-    raise ValueError(f"temperature={temperature} must be > 0 (use greedy for temperature 0)")
-  if not 0.0 < top_p <= 1.0:
-    raise ValueError(f"top_p={top_p} must be in (0, 1]")
+  check_sampling(temperature, top_k, top_p)
   if row_ids_B is None:
     row_ids_B = jnp.arange(batch_size)
   row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, row_ids_B)

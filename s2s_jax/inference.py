@@ -324,7 +324,6 @@ def export(model: Model | str, path: str, *, checkpoint: str | int = "best",
 
 def _check_count(name: str, value: Any, least: int) -> None:
   """An int argument (not a bool) of at least `least`: TypeError / ValueError naming it."""
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-    raise TypeError(f"{name}={value!r} ({type(value).__name__}) must be an int")
+  search_lib.check_type(name, value, int)
   if value < least:
     raise ValueError(f"{name}={value} must be >= {least}")

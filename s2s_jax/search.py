@@ -69,7 +69,7 @@ class SearchOptions:
   def __post_init__(self):
     types = typing.get_type_hints(SearchOptions)
     for field in dataclasses.fields(self):
-      _check_type(field.name, getattr(self, field.name), types[field.name])
+      check_type(field.name, getattr(self, field.name), types[field.name])
     if self.method not in METHODS:
       raise ValueError(f"method={self.method!r} is invalid; allowed values: {METHODS}")
     for name in ("beam_size", "nbest", "max_len"):
@@ -84,14 +84,9 @@ class SearchOptions:
       raise ValueError(f"ctc_weight={self.ctc_weight} must be in [0, 1]")
     if self.max_len_ratio <= 0:
       raise ValueError(f"max_len_ratio={self.max_len_ratio} must be > 0")
-    for name in ("max_len_offset", "top_k"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-    if self.temperature <= 0:
-      raise ValueError(f"temperature={self.temperature} must be > 0 (greedy search is "
-                       "temperature 0)")
-    if not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+    if self.max_len_offset < 0:
+      raise ValueError(f"max_len_offset={self.max_len_offset} must be >= 0")
+    decoding.check_sampling(self.temperature, self.top_k, self.top_p)
     decoding.length_penalty(1, self.alpha, self.length_penalty)  # validates the kind
 
   def limit(self, units: Any) -> Any:
@@ -115,8 +110,9 @@ class SearchOptions:
 _TYPE_NAMES = {int: "an int", float: "a number", str: "a str"}
 
 
-def _check_type(name: str, value: Any, kind: type) -> None:
-  """An int field takes an int (not a bool or a float); a float field an int or a float."""
+def check_type(name: str, value: Any, kind: type) -> None:
+  """TypeError unless `value` is a `kind`: an int (not a bool or a float) for int, an int or
+  a float for float (SearchOptions' fields, Model.decode's arguments)."""
   if kind is int:
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
   elif kind is float:
