@@ -74,6 +74,9 @@ def shared_config() -> ml_collections.ConfigDict:
   # Copy attention (pointer-generator; docs/model.md): the output mixes the softmax with the
   # attention over the source tokens; needs data.shared_vocab.
   c.model.copy_attention = False
+  # Coverage (See et al. 2017; docs/model.md): each source position's attention so far enters
+  # its score; train.coverage_loss_weight > 0 adds the coverage loss (See et al. use 1).
+  c.model.coverage = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # adam, adamw, sgd (with momentum), adafactor
@@ -92,6 +95,7 @@ def shared_config() -> ml_collections.ConfigDict:
   c.train.num_steps = 24000  # batches: ~42 epochs of CMUdict
   c.train.max_minutes = 0.0  # stop earlier after this much training time; 0 = no limit
   c.train.label_smoothing = 0.1
+  c.train.coverage_loss_weight = 0.0  # needs model.coverage
   c.train.ema_decay = 0.999  # moving average of the parameters for eval / decoding; 0 = off
   c.train.log_every = 50
   c.train.eval_every = 2000

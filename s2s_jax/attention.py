@@ -165,16 +165,6 @@ class AttentionType:
     return self.query == PREVIOUS or self.carries_weights or input_feeding
 
 
-def weights_and_context(kind: AttentionType, params: Params, query: jax.Array,
-                        memory_BSD: jax.Array, keys_BSA: jax.Array, mask_BS: jax.Array,
-                        prev_weights_BS: jax.Array | None, dtype: Any
-                        ) -> tuple[jax.Array, jax.Array]:
-  """Weights [B, (T,) S] and context [B, (T,) D] of `kind` for a query [B, (T,) H]."""
-  scores = kind.scores(params, query, keys_BSA, prev_weights_BS, dtype)
-  weights = masked_softmax(scores, mask_BS if scores.ndim == 2 else mask_BS[:, None, :])
-  return weights, attend(weights, memory_BSD)
-
-
 def _matmul(x: jax.Array, w: jax.Array, dtype: Any) -> jax.Array:
   """`x @ w` with inputs in the compute dtype, accumulated in float32 (as `rnn.matmul`)."""
   return jnp.einsum("...d,dg->...g", x.astype(dtype), w.astype(dtype),

@@ -25,6 +25,8 @@ The model (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015):
               r_t   = tanh(W_r [h_t; ctx_t] + b_r)     (R = E when embeddings are tied, else H)
             logits_t = dropout(r_t) W_V + b_V        (W_V = target embedding^T when tied)
             copy_attention: log of g softmax(logits_t) + (1 - g) attention mass per source token
+            coverage: each score gains a learned function of the attention its position had
+            at the steps before (`s2s_jax.coverage`)
   ctc       optional (ctc_weight > 0): logits_f = W_c dropout(memory_s) + b_c, ctc_upsample frames
             f per memory step s (`ctc_logits`; the loss and decoding are `s2s_jax.ctc`'s).
   Two drivers run that step: `decode_step` (one step, for search) and the teacher-forced `decode`.
@@ -47,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax import attention as attn
-from s2s_jax import features, pointer, rnn
+from s2s_jax import bridge, coverage, features, pointer, rnn
 from s2s_jax.model_config import ModelConfig
 from s2s_jax.special_ids import PAD_ID
 
@@ -64,6 +66,7 @@ class DecoderCarry(NamedTuple):
   rnn: tuple[rnn.Carry, ...]  # one float32 carry per decoder layer
   feed_BR: jax.Array  # previous readout r_{t-1} (Luong input feeding); [B, 0] otherwise
   align_BS: jax.Array  # previous attention weights (attention='location'; zeros at first); [B, 0]
+  coverage_BS: jax.Array  # attention summed over the steps so far (coverage); [B, 0] without
 
 
 class Encoded(NamedTuple):
@@ -75,22 +78,6 @@ class Encoded(NamedTuple):
   context_BD: jax.Array  # h_S: the encoder top layer's merged final state
   initial_carry: DecoderCarry  # the bridge's output: the decoder's state before the first step
   source_ids_BS: jax.Array  # the source ids, for copy attention; [B, 0] without it
-
-
-# ----------------------------------------------------------------------------- init
-
-
-def _dense_init(rng: jax.Array, in_size: int, out_size: int, param_dtype: Any) -> dict:
-  return {"W": nn.initializers.lecun_normal()(rng, (in_size, out_size), param_dtype),
-          "b": jnp.zeros((out_size,), param_dtype)}
-
-
-def _init_bridge(rng: jax.Array, cfg: ModelConfig, param_dtype: Any) -> dict:
-  num_states = 2 if cfg.cell == "lstm" else 1
-  in_size = cfg.encoder_layers * cfg.memory_size
-  out_size = cfg.decoder_layers * cfg.hidden_size
-  return {f"state_{k}": _dense_init(key, in_size, out_size, param_dtype)
-          for k, key in enumerate(jax.random.split(rng, num_states))}
 
 
 # ----------------------------------------------------------------------------- model math
@@ -109,27 +96,13 @@ def _split_rng(rng: jax.Array | None, n: int) -> list[jax.Array | None]:
 
 
 def _bridge(p: Mapping[str, Any], cfg: ModelConfig, finals: list[rnn.Carry]) -> DecoderCarry:
-  """Decoder initial state from the encoder's merged final states (one carry per layer)."""
+  """Decoder initial state from the encoder's merged final states (`s2s_jax.bridge`)."""
   B = finals[0][-1].shape[0]
-  mode = cfg.resolved_bridge
-  if mode == "zero":
-    states = tuple(rnn.zero_carry(cfg.cell, B, cfg.hidden_size)
-                   for _ in range(cfg.decoder_layers))
-  elif mode == "copy":
-    states = tuple(finals)
-  else:
-    per_component = []
-    for k in range(len(finals[0])):
-      dense = p["bridge"][f"state_{k}"]
-      src_BX = jnp.concatenate([f[k] for f in finals], axis=-1)
-      out_BY = jnp.tanh(rnn.matmul(src_BX, dense["W"], cfg.compute_dtype)
-                        + dense["b"].astype(jnp.float32))
-      per_component.append(jnp.split(out_BY, cfg.decoder_layers, axis=-1))
-    states = tuple(tuple(comp[layer] for comp in per_component)
-                   for layer in range(cfg.decoder_layers))
   feed_size = cfg.readout_size if cfg.input_feeding else 0
-  return DecoderCarry(rnn=states, feed_BR=jnp.zeros((B, feed_size), cfg.compute_dtype),
-                      align_BS=jnp.zeros((B, 0), jnp.float32))
+  return DecoderCarry(rnn=bridge.initial_states(p, cfg, finals),
+                      feed_BR=jnp.zeros((B, feed_size), cfg.compute_dtype),
+                      align_BS=jnp.zeros((B, 0), jnp.float32),
+                      coverage_BS=jnp.zeros((B, 0), jnp.float32))
 
 
 def batch_source(batch: Mapping[str, Any]) -> Any:
@@ -182,6 +155,8 @@ def encode(
   initial_carry = _bridge(p, cfg, finals)
   if kind.carries_weights:  # "the previous step's weights" before the first step
     initial_carry = initial_carry._replace(align_BS=jnp.zeros(mask_BS.shape, jnp.float32))
+  if cfg.coverage:
+    initial_carry = initial_carry._replace(coverage_BS=jnp.zeros(mask_BS.shape, jnp.float32))
   ids_BS = src if cfg.copy_attention else jnp.zeros((mask_BS.shape[0], 0), jnp.int32)
   return Encoded(memory_BSD=memory_BSD, keys_BSA=keys, mask_BS=mask_BS,
                  context_BD=finals[-1][-1], initial_carry=initial_carry, source_ids_BS=ids_BS)
@@ -207,10 +182,21 @@ def _logits(p: Mapping[str, Any], cfg: ModelConfig, r: jax.Array, enc: Encoded,
 
 
 def _attend(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded, query: jax.Array,
-            prev_weights_BS: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-  """The model's attention type asked by `query` [B, (T,) H]: (weights, context)."""
-  return attn.weights_and_context(cfg.attention_type, p.get("attention"), query, enc.memory_BSD,
-                                  enc.keys_BSA, enc.mask_BS, prev_weights_BS, cfg.compute_dtype)
+            carry: DecoderCarry | None) -> tuple[jax.Array, jax.Array]:
+  """The model's attention type asked by `query` [B, (T,) H]: (weights, context). A step
+  reads the carry's previous weights and coverage; T steps at once (teacher-forced Luong) have
+  no carry, and with coverage only their softmax runs step by step."""
+  scores = cfg.attention_type.scores(p.get("attention"), query, enc.keys_BSA,
+                                     None if carry is None else carry.align_BS, cfg.compute_dtype)
+  if cfg.coverage and carry is None:
+    weights = coverage.weights_over_steps(p["coverage"], scores, enc.mask_BS)
+  else:
+    if cfg.coverage:
+      term_BS = coverage.score_term(p["coverage"], carry.coverage_BS)
+      scores = scores + (term_BS if scores.ndim == 2 else term_BS[:, None, :])
+    weights = attn.masked_softmax(scores, enc.mask_BS if scores.ndim == 2
+                                  else enc.mask_BS[:, None, :])
+  return weights, attn.attend(weights, enc.memory_BSD)
 
 
 def _decoder_step(
@@ -225,7 +211,7 @@ def _decoder_step(
   kind, dtype = cfg.attention_type, cfg.compute_dtype
   weights_BS, ctx_BD = None, enc.context_BD  # query 'none': h_S at every step
   if kind.query == attn.PREVIOUS:  # Bahdanau: the previous top state asks, before the cell
-    weights_BS, ctx_BD = _attend(p, cfg, enc, carry.rnn[-1][-1], carry.align_BS)
+    weights_BS, ctx_BD = _attend(p, cfg, enc, carry.rnn[-1][-1], carry)
   fed = [] if kind.query == attn.CURRENT else [ctx_BD.astype(dtype)]
   if cfg.input_feeding:
     fed.append(carry.feed_BR.astype(dtype))
@@ -233,12 +219,13 @@ def _decoder_step(
   states, h_BH = rnn.stack_step(cfg.cell, p["decoder"], carry.rnn, x_BX, residual=cfg.residual,
                                 dropout_rate=cfg.dropout, rng=rng, dtype=dtype)
   if kind.query == attn.CURRENT:  # Luong: the new top state asks, after the cell
-    w_B1S, ctx_B1D = _attend(p, cfg, enc, h_BH[:, None, :], carry.align_BS)
+    w_B1S, ctx_B1D = _attend(p, cfg, enc, h_BH[:, None, :], carry)
     weights_BS, ctx_BD = w_B1S[:, 0], ctx_B1D[:, 0]
   r_BR = _readout(p, cfg, h_BH, ctx_BD)
   feed_BR = r_BR if cfg.input_feeding else carry.feed_BR
   align_BS = weights_BS if kind.carries_weights else carry.align_BS
-  return DecoderCarry(rnn=states, feed_BR=feed_BR, align_BS=align_BS), r_BR, weights_BS
+  coverage_BS = carry.coverage_BS + weights_BS if cfg.coverage else carry.coverage_BS
+  return DecoderCarry(states, feed_BR, align_BS, coverage_BS), r_BR, weights_BS
 
 
 def decode(
@@ -333,23 +320,25 @@ class Seq2Seq(nn.Module):
         bidirectional=cfg.bidirectional, merge=cfg.bidirectional_merge,
         forget_bias=cfg.forget_bias, param_dtype=pd, reduce_factor=cfg.encoder_reduce))
     if cfg.resolved_bridge == "project":
-      self.bridge = self.param("bridge", _init_bridge, cfg, pd)
+      self.bridge = self.param("bridge", bridge.init, cfg, pd)
     self.decoder = self.param("decoder", lambda k: rnn.init_stack_params(
         k, cfg.cell, cfg.decoder_input_size, cfg.hidden_size, cfg.decoder_layers,
         forget_bias=cfg.forget_bias, param_dtype=pd))
     if cfg.attention_type.init is not None:
       self.attention = self.param("attention", cfg.attention_type.init, cfg.attention_sizes, pd)
     if cfg.has_ctc:
-      self.ctc = self.param("ctc", _dense_init, cfg.memory_size,
+      self.ctc = self.param("ctc", rnn.dense_init, cfg.memory_size,
                             cfg.ctc_upsample * cfg.tgt_vocab_size, pd)
-    self.readout = self.param("readout", _dense_init, cfg.hidden_size + cfg.memory_size,
+    self.readout = self.param("readout", rnn.dense_init, cfg.hidden_size + cfg.memory_size,
                               cfg.readout_size, pd)
     if cfg.copy_attention:
       self.copy_gate = self.param("copy", pointer.init, cfg.readout_size, pd)
+    if cfg.coverage:
+      self.coverage = self.param("coverage", coverage.init, pd)
     if cfg.tie_embeddings:
       self.output = self.param("output", lambda k: {"b": jnp.zeros((cfg.tgt_vocab_size,), pd)})
     else:
-      self.output = self.param("output", _dense_init, cfg.readout_size, cfg.tgt_vocab_size, pd)
+      self.output = self.param("output", rnn.dense_init, cfg.readout_size, cfg.tgt_vocab_size, pd)
 
   def create_params(self) -> None:
     """Creates every parameter without running the model:
@@ -363,11 +352,13 @@ class Seq2Seq(nn.Module):
       return None
     return self.make_rng("dropout")
 
-  def __call__(self, src_BS: jax.Array, tgt_in_BT: jax.Array, *,
-               deterministic: bool = True) -> jax.Array:
-    """Teacher-forced logits [B, T, V] for a batch of (source, target input) pairs."""
+  def __call__(self, src_BS: jax.Array, tgt_in_BT: jax.Array, *, deterministic: bool = True,
+               return_attention: bool = False) -> Any:
+    """Teacher-forced logits [B, T, V] for a batch of (source, target input) pairs; with
+    `return_attention`, `(logits, weights_BTS)`."""
     enc = self.encode(src_BS, deterministic=deterministic)
-    return self.decode(enc, tgt_in_BT, deterministic=deterministic)
+    return self.decode(enc, tgt_in_BT, deterministic=deterministic,
+                       return_attention=return_attention)
 
   def with_ctc(self, src_BS: Any, tgt_in_BT: jax.Array, *, deterministic: bool = True
                ) -> tuple[jax.Array | None, tuple[jax.Array, jax.Array]]:

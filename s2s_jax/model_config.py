@@ -77,6 +77,9 @@ class ModelConfig:
   # softmax with the attention over the source tokens. Needs attention and a vocabulary shared
   # by source and target (data.shared_vocab).
   copy_attention: bool = False
+  # Coverage (See et al. 2017; s2s_jax.coverage): each position's attention so far enters its
+  # score, so the decoder can stop re-attending; train.coverage_loss_weight adds its loss.
+  coverage: bool = False
 
   def __post_init__(self) -> None:
     # An audio source has no vocabulary: its src_vocab_size is unused (0 from a run's data).
@@ -101,7 +104,7 @@ class ModelConfig:
         raise ValueError(f"ModelConfig.{name}={value!r} is invalid; allowed values: "
                          + ", ".join(repr(a) for a in allowed))
     for name in ("bidirectional", "residual", "input_feeding", "tie_embeddings",
-                 "share_embeddings", "spec_augment", "copy_attention"):
+                 "share_embeddings", "spec_augment", "copy_attention", "coverage"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid; "
                          "allowed values: True, False")
@@ -131,6 +134,9 @@ class ModelConfig:
           f"{self.encoder_layers} and {self.decoder_layers}) and an encoder final-state size "
           f"({self.memory_size}) equal to hidden_size ({self.hidden_size}); use 'auto' or "
           "'project'")
+    if self.coverage and self.attention == "none":
+      raise ValueError("ModelConfig.coverage=True sums attention weights over the steps: it "
+                       "needs attention (got 'none')")
     if self.copy_attention and (self.attention == "none" or self.source != "tokens"
                                 or self.src_vocab_size != self.tgt_vocab_size):
       raise ValueError(

@@ -118,6 +118,12 @@ def zero_carry(cell: str, batch_size: int, hidden_size: int) -> Carry:
 # ----------------------------------------------------------------------------- math
 
 
+def dense_init(rng: jax.Array, in_size: int, out_size: int, param_dtype: Any) -> Params:
+  """A dense layer's parameters: W [in, out] (LeCun normal) and b [out] (zeros)."""
+  return {"W": jax.nn.initializers.lecun_normal()(rng, (in_size, out_size), param_dtype),
+          "b": jnp.zeros((out_size,), param_dtype)}
+
+
 def matmul(x: jax.Array, w: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
   """`x @ w` over the last axis of x, inputs cast to the compute dtype, accumulated in float32."""
   return jnp.einsum("...d,dg->...g", x.astype(dtype), w.astype(dtype),

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 import tqdm
 
-from s2s_jax import checkpoint, ctc, losses, optim, parallel, plots, run_dir
+from s2s_jax import checkpoint, coverage, ctc, losses, optim, parallel, plots, run_dir
 from s2s_jax.evaluation import Evaluator
 from s2s_jax.inputs import prepare_inputs
 from s2s_jax.metrics_log import MetricsLog
@@ -95,14 +95,15 @@ def eval_params(state: TrainState) -> Any:
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                label_smoothing: float = 0.0, accumulate_steps: int = 1, ema_decay: float = 0.0,
-               ctc_weight: float = 0.0, axis_name: str | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               ctc_weight: float = 0.0, coverage_weight: float = 0.0,
+               axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on `batch` (src [B, S] or audio [B, N] + audio_len [B], tgt_in / tgt_out
   [B, T]); pure.
 
   `ema_decay` is used when the state carries `ema_params`; the average moves only on steps
   that update the parameters (every `accumulate_steps`-th). `ctc_weight` > 0 (the model's)
-  adds its CTC term: `_joint_loss`.
+  adds its CTC term: `_joint_loss`; `coverage_weight` > 0 adds See et al.'s coverage loss
+  (`s2s_jax.coverage.loss`) of a model with coverage.
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:  # pmap: each device drops out its own rows differently
@@ -114,11 +115,16 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
       return _joint_loss(state.apply_fn(variables, batch_source(batch), batch["tgt_in"],
                                         deterministic=False, rngs=rngs, method=Seq2Seq.with_ctc),
                          batch["tgt_out"], label_smoothing, ctc_weight)
-    logits_BTV = state.apply_fn(variables, batch_source(batch), batch["tgt_in"],
-                                deterministic=False, rngs=rngs)
+    out = state.apply_fn(variables, batch_source(batch), batch["tgt_in"], deterministic=False,
+                         rngs=rngs, return_attention=bool(coverage_weight))
+    logits_BTV, weights_BTS = out if coverage_weight else (out, None)
     loss_sum, tokens = losses.cross_entropy(logits_BTV, batch["tgt_out"],
                                             label_smoothing=label_smoothing)
-    return loss_sum, (tokens, {})
+    if not coverage_weight:
+      return loss_sum, (tokens, {})
+    terms = {"ce_sum": loss_sum,
+             "coverage_sum": jnp.sum(coverage.loss(weights_BTS, batch["tgt_out"]))}
+    return loss_sum + coverage_weight * terms["coverage_sum"], (tokens, terms)
 
   (loss_sum, (tokens, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if axis_name is not None:
@@ -203,6 +209,13 @@ def _check_config(config) -> None:
   # The model's fields too: stand-in vocabulary sizes (the data's come later) decide nothing
   # but the vocabulary checks, which the real sizes repeat.
   ModelConfig.for_vocabularies(config.model, _STAND_IN_VOCABULARY, _STAND_IN_VOCABULARY)
+  weight = config.train.get("coverage_loss_weight", 0.0)
+  if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+    raise ValueError(f"train.coverage_loss_weight={weight!r} must be a number >= 0 (0 = none)")
+  if weight and (not config.model.get("coverage") or config.model.get("ctc_weight")):
+    raise ValueError(f"train.coverage_loss_weight={weight} needs model.coverage=True and "
+                     "model.ctc_weight=0 (the coverage loss reads the attention of a model "
+                     "with coverage; joint CTC training does not return it)")
   if config.model.get("copy_attention") and not config.data.get("shared_vocab"):
     raise ValueError("model.copy_attention=True copies source tokens into the output: it needs "
                      "one vocabulary for both sides; set data.shared_vocab=True")
@@ -274,7 +287,8 @@ def _train(config, workdir: str, record: str) -> dict[str, Any]:
   step_fn, state = par.compile_step(functools.partial(
       train_step, label_smoothing=config.train.label_smoothing,
       accumulate_steps=opt.accumulate_steps, ema_decay=config.train.ema_decay,
-      ctc_weight=model_config.ctc_weight), state)
+      ctc_weight=model_config.ctc_weight,
+      coverage_weight=config.train.get("coverage_loss_weight", 0.0)), state)
   iterator = inputs.train.iterator(num_workers=config.data.num_workers)
   if loop.data is not None:
     iterator.set_state(loop.data)
@@ -319,7 +333,8 @@ class _Window:
   def report(self) -> tuple[dict[str, float], float]:
     """({train_loss, grad_norm (mean, before clipping), learning_rate, tokens_per_second, and
     with a CTC head train_ce, train_ctc (per target token, so train_loss is their weighted
-    sum) and ctc_skipped (examples without a CTC term)}, seconds); waits for the device."""
+    sum) and ctc_skipped (examples without a CTC term); with a coverage loss train_ce and
+    train_coverage}, seconds); waits for the device."""
     loss = float(self.loss_sum) / max(float(self.tokens), 1.0)
     seconds = time.perf_counter() - self.tick
     record = {"train_loss": loss, "grad_norm": float(self.grad_norm_sum) / max(self.steps, 1),
@@ -332,9 +347,10 @@ class _Window:
     return record, seconds
 
 
-# The CTC model's step metrics and their names in a report (sums are divided by the tokens).
+# The CTC or coverage model's step metrics and their names in a report (sums are divided
+# by the tokens).
 _TERMS = {"ce_sum": "train_ce", "ctc_sum": "train_ctc", "ctc_skipped": "ctc_skipped",
-          "ctc_examples": "ctc_examples"}
+          "ctc_examples": "ctc_examples", "coverage_sum": "train_coverage"}
 
 
 def _loop(config, step_fn: Callable, state: TrainState, iterator, rng: jax.Array,
