@@ -83,14 +83,30 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
   return {kind: 100.0 * total / n for kind, total in totals.items()}
 
 
+def repeated_ngram_rate(predictions: Sequence[str], n: int = 3) -> float:
+  """Percent of the predictions' word n-grams that repeat an n-gram earlier in the same
+  prediction (See et al. 2017 count repeated trigrams; coverage is meant to lower it)."""
+  repeats = total = 0
+  for prediction in predictions:
+    words = prediction.split()
+    seen = set()
+    for i in range(len(words) - n + 1):
+      gram = tuple(words[i:i + n])
+      repeats += gram in seen
+      seen.add(gram)
+      total += 1
+  return 100.0 * repeats / max(total, 1)
+
+
 def task_scores(metric: str, predictions: Sequence[str], references: Sequence[Sequence[str]]
                 ) -> dict[str, float]:
   """The scores a task reports, chosen by its metric: G2P's WER and PER for 'wer' / 'per' (any
   of a word's references counts), speech recognition's WER and CER for 'cer' (`asr_scores`
   against the first reference), summarization's ROUGE-1 / 2 / L for 'rouge*' (the best of the
-  references), else BLEU and chrF against each sentence's first reference."""
+  references) with the repeated-trigram rate, else BLEU and chrF against each sentence's first reference."""
   if metric in ROUGE_TYPES:
-    return rouge_scores(predictions, references)
+    return {**rouge_scores(predictions, references),
+            "repeated_trigrams": repeated_ngram_rate(predictions)}
   if metric in ("wer", "per"):
     return g2p_scores(predictions, references)
   if metric == "cer":

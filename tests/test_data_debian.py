@@ -124,3 +124,12 @@ def test_rouge_matches_hand_computed_f1_and_takes_the_best_reference():
   best = metrics.rouge_scores(["the cat sat"], [["a dog ran", "the cat sat"]])
   assert best == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
   assert metrics.task_scores("rougeL", ["Cats sitting"], [["cat sits"]])["rouge1"] == 100.0
+
+
+def test_the_repeated_trigram_rate_counts_repeats_within_each_output_only():
+  # "a b c a b c": 4 trigrams, of which the last (a b c) repeats the first; the second output
+  # repeats the first output's trigram, which does not count.
+  assert metrics.repeated_ngram_rate(["a b c a b c", "a b c", "x y"]) == pytest.approx(100 / 5)
+  assert metrics.repeated_ngram_rate(["a a a a"]) == pytest.approx(100 * 1 / 2)
+  assert metrics.repeated_ngram_rate([]) == 0.0
+  assert metrics.task_scores("rouge1", ["a b c a b c"], [["a b c"]])["repeated_trigrams"] == 25.0
