@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from s2s_jax import decoding
+from s2s_jax.data import extended_vocab, wav
 from s2s_jax.data import tokenizers as tokenizers_lib
-from s2s_jax.data import wav
 from s2s_jax.model_config import ModelConfig
 from s2s_jax.special_ids import EOS_ID, PAD_ID
 
@@ -53,14 +53,16 @@ class Result:
     return self.hypotheses[0].text if self.hypotheses else ""
 
 
-def hypotheses(out: decoding.Hypotheses, row: int, tokenizer: tokenizers_lib.Tokenizer
-               ) -> tuple[Hypothesis, ...]:
-  """Row `row` of a search's (host) output, best first; ids without EOS."""
+def hypotheses(out: decoding.Hypotheses, row: int, tokenizer: tokenizers_lib.Tokenizer,
+               oovs: Sequence[str] = ()) -> tuple[Hypothesis, ...]:
+  """Row `row` of a search's (host) output, best first; ids without EOS. `oovs`: the source's
+  extended-vocabulary tokens, the text of ids >= V (`data.extended_vocab`)."""
   found = []
   for rank in range(out.score_BR.shape[1]):
     length = int(out.length_BR[row, rank])
     ids = [int(t) for t in out.tokens_BRT[row, rank, :length] if t != EOS_ID]
-    found.append(Hypothesis(tokenizer.decode(ids), float(out.score_BR[row, rank]),
+    found.append(Hypothesis(extended_vocab.decode(tokenizer, ids, oovs),
+                            float(out.score_BR[row, rank]),
                             float(out.logprob_BR[row, rank]), tuple(ids)))
   return tuple(found)
 
@@ -151,7 +153,10 @@ class TextInputs(Inputs):
     """(ids with EOS, truncated?): what the model reads for `text`, as in training."""
     if self.max_source_len < 2:
       raise ValueError(f"max_source_len={self.max_source_len} must be >= 2 (a token and EOS)")
-    ids = self.tokenizer.encode(text)
+    if self.cfg.copy_oov_slots:  # the extended vocabulary, as training read it
+      ids, _ = extended_vocab.extend_source(self.tokenizer, text, self.cfg.copy_oov_slots)
+    else:
+      ids = self.tokenizer.encode(text)
     truncated = len(ids) + 1 > self.max_source_len
     return ids[:self.max_source_len - 1] + [EOS_ID], truncated
 

@@ -16,6 +16,7 @@ import jax
 
 from s2s_jax import losses, metrics, parallel
 from s2s_jax import search as search_lib
+from s2s_jax.data import extended_vocab
 from s2s_jax.inputs import Inputs
 from s2s_jax.model import ModelConfig, Seq2Seq, batch_source
 
@@ -41,6 +42,11 @@ class Evaluator:
     self.options = search_lib.run_options(config, model_config, evaluation=True)
     self._eval = jax.jit(eval_step, static_argnums=1)
 
+  def _text(self, pipeline, index: int, ids_T) -> str:
+    """An output's text; extended-vocabulary ids as the source's own tokens."""
+    oovs = pipeline.data.oovs[index] if pipeline.data.oovs else ()
+    return extended_vocab.decode(self.inputs.target_tokenizer, ids_T, oovs)
+
   def __call__(self, params: Any, split: str) -> dict[str, float]:
     """{loss, perplexity, accuracy} and, when the metric is a task metric (`decodes`), the task
     metrics and the `decoded` count."""
@@ -57,7 +63,7 @@ class Evaluator:
         ids_BT = gather(out.tokens_BRT[:, 0])
         for row, index in enumerate(gather(batch["index"])):
           if index >= 0:
-            predictions[int(index)] = self.inputs.target_tokenizer.decode(ids_BT[row])
+            predictions[int(index)] = self._text(pipeline, int(index), ids_BT[row])
     loss = sums["loss_sum"] / max(sums["tokens"], 1)
     result = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
               "accuracy": sums["correct"] / max(sums["tokens"], 1)}

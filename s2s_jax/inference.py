@@ -148,7 +148,7 @@ class Model:
           self.params, self.model_config, src, opts, rng=rng,
           row_ids_B=np.array(padded, np.int32)))
       for r, i in enumerate(rows):
-        hyps[i] = decode_io.hypotheses(out, r, self.target_tokenizer)
+        hyps[i] = decode_io.hypotheses(out, r, self.target_tokenizer, items[i].unknown)
       if return_attention:
         best = [hyps[i][0].ids for i in rows]
         weights = self._attention_weights(inputs.batch([items[i] for i in rows]), best)

@@ -36,8 +36,10 @@ class Inputs:
     return 0 if self.source_tokenizer is None else self.source_tokenizer.vocab_size
 
 
-def prepare_inputs(cfg: Mapping[str, Any], workdir: str, batch_multiple: int) -> Inputs:
-  """Opens the dataset, trains or loads the tokenizers, and builds the pipelines.
+def prepare_inputs(cfg: Mapping[str, Any], workdir: str, batch_multiple: int,
+                   copy_slots: int = 0) -> Inputs:
+  """Opens the dataset, trains or loads the tokenizers, and builds the pipelines; `copy_slots`
+  is the model's `copy_oov_slots` (the extended vocabulary: `data.extended_vocab`).
 
   With several processes, process 0 prepares the dataset and trains the tokenizers first and
   the others then read what it wrote (a shared data_dir and workdir are assumed).
@@ -51,7 +53,8 @@ def prepare_inputs(cfg: Mapping[str, Any], workdir: str, batch_multiple: int) ->
     return _audio_inputs(cfg, dataset, sources, targets, tgt_tok, batch_multiple)
 
   def tokenized(srcs, tgts):
-    return data_lib.TokenizedSplit.build(zip(srcs, tgts, strict=True), src_tok, tgt_tok)
+    return data_lib.TokenizedSplit.build(zip(srcs, tgts, strict=True), src_tok, tgt_tok,
+                                         copy_slots)
 
   buckets = tuple(cfg["bucket_lengths"])
   train = data_lib.Pipeline(tokenized(sources, targets), data_lib.BatchingConfig(

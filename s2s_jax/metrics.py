@@ -103,7 +103,8 @@ def task_scores(metric: str, predictions: Sequence[str], references: Sequence[Se
   """The scores a task reports, chosen by its metric: G2P's WER and PER for 'wer' / 'per' (any
   of a word's references counts), speech recognition's WER and CER for 'cer' (`asr_scores`
   against the first reference), summarization's ROUGE-1 / 2 / L for 'rouge*' (the best of the
-  references) with the repeated-trigram rate, else BLEU and chrF against each sentence's first reference."""
+  references) with the repeated-trigram rate, else BLEU and chrF against each sentence's first
+  reference."""
   if metric in ROUGE_TYPES:
     return {**rouge_scores(predictions, references),
             "repeated_trigrams": repeated_ngram_rate(predictions)}

@@ -51,7 +51,7 @@ import numpy as np
 from s2s_jax import attention as attn
 from s2s_jax import bridge, coverage, features, pointer, rnn
 from s2s_jax.model_config import ModelConfig
-from s2s_jax.special_ids import PAD_ID
+from s2s_jax.special_ids import PAD_ID, UNK_ID
 
 __all__ = ["DecoderCarry", "Encoded", "ModelConfig", "Seq2Seq", "batch_source", "ctc_logits",
            "decode", "decode_step", "encode", "source_positions"]
@@ -84,6 +84,8 @@ class Encoded(NamedTuple):
 
 
 def _embed(table_VE: jax.Array, ids: jax.Array, dtype: Any) -> jax.Array:
+  """Rows of the table; an extended-vocabulary id (>= V, copy_oov_slots) reads <unk>'s."""
+  ids = jnp.where(ids < table_VE.shape[0], ids, UNK_ID)
   return jnp.take(table_VE, ids, axis=0).astype(dtype)
 
 
@@ -173,12 +175,14 @@ def _readout(p: Mapping[str, Any], cfg: ModelConfig, h: jax.Array, ctx: jax.Arra
 def _logits(p: Mapping[str, Any], cfg: ModelConfig, r: jax.Array, enc: Encoded,
             weights: jax.Array | None) -> jax.Array:
   """Output projection [..., R] -> float32 logits [..., V]; with copy attention, the
-  log-probabilities of the pointer-generator mixture (`s2s_jax.pointer`) in their place."""
+  log-probabilities of the pointer-generator mixture (`s2s_jax.pointer`) in their place,
+  over V + copy_oov_slots ids."""
   W_RV = _tgt_embedding(p, cfg).T if cfg.tie_embeddings else p["output"]["W"]
   logits = rnn.matmul(r, W_RV, cfg.compute_dtype) + p["output"]["b"].astype(jnp.float32)
   if not cfg.copy_attention:
     return logits
-  return pointer.mix(logits, weights, enc.source_ids_BS, pointer.gate(p["copy"], r))
+  return pointer.mix(logits, weights, enc.source_ids_BS, pointer.gate(p["copy"], r),
+                     cfg.output_size)
 
 
 def _attend(p: Mapping[str, Any], cfg: ModelConfig, enc: Encoded, query: jax.Array,

@@ -77,6 +77,10 @@ class ModelConfig:
   # softmax with the attention over the source tokens. Needs attention and a vocabulary shared
   # by source and target (data.shared_vocab).
   copy_attention: bool = False
+  # The extended vocabulary (See et al. 2017): up to this many distinct source tokens outside
+  # the vocabulary per sentence get output ids V, V + 1, ..., so copying emits them as
+  # themselves (s2s_jax.data.extended_vocab); 0: such tokens are <unk> everywhere.
+  copy_oov_slots: int = 0
   # Coverage (See et al. 2017; s2s_jax.coverage): each position's attention so far enters its
   # score, so the decoder can stop re-attending; train.coverage_loss_weight adds its loss.
   coverage: bool = False
@@ -92,6 +96,7 @@ class ModelConfig:
                  "location_filters", "location_width", "num_mels", "sample_rate",
                  "encoder_reduce", "ctc_upsample"):
       _check_int(name, getattr(self, name), 1)
+    _check_int("copy_oov_slots", self.copy_oov_slots, 0)
     for name in ("encoder_hidden_size", "attention_size"):
       if getattr(self, name) is not None:
         _check_int(name, getattr(self, name), 1, "or None")
@@ -134,6 +139,10 @@ class ModelConfig:
           f"{self.encoder_layers} and {self.decoder_layers}) and an encoder final-state size "
           f"({self.memory_size}) equal to hidden_size ({self.hidden_size}); use 'auto' or "
           "'project'")
+    if self.copy_oov_slots and not (self.copy_attention and self.ctc_weight == 0):
+      raise ValueError(f"ModelConfig.copy_oov_slots={self.copy_oov_slots} extends the output "
+                       "vocabulary of copy attention: it needs copy_attention=True and "
+                       f"ctc_weight=0 (got {self.copy_attention} and {self.ctc_weight})")
     if self.coverage and self.attention == "none":
       raise ValueError("ModelConfig.coverage=True sums attention weights over the steps: it "
                        "needs attention (got 'none')")
@@ -235,6 +244,11 @@ class ModelConfig:
   def readout_size(self) -> int:
     """R: size of the attentional/readout vector fed to the output projection."""
     return self.embed_size if self.tie_embeddings else self.hidden_size
+
+  @property
+  def output_size(self) -> int:
+    """Ids a decoder step scores: the target vocabulary, plus the extended vocabulary's."""
+    return self.tgt_vocab_size + self.copy_oov_slots
 
   @property
   def decoder_input_size(self) -> int:

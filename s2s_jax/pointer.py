@@ -11,7 +11,7 @@ in place of logits: a log-softmax leaves them unchanged, so the loss and every s
 they read logits. Pure functions; the model calls them (`s2s_jax.model`).
 
 Shape legend: B batch, T target steps (absent in a single step), S source length, V vocabulary,
-R readout size.
+X output ids (V plus the extended vocabulary's), R readout size.
 """
 
 from __future__ import annotations
@@ -50,10 +50,15 @@ def copy_distribution(weights: jax.Array, source_ids_BS: jax.Array, vocab_size: 
   return jax.vmap(one)(weights, source_ids_BS)
 
 
-def mix(logits: jax.Array, weights: jax.Array, source_ids_BS: jax.Array, g: jax.Array
-        ) -> jax.Array:
+def mix(logits: jax.Array, weights: jax.Array, source_ids_BS: jax.Array, g: jax.Array,
+        size: int | None = None) -> jax.Array:
   """log p of the pointer-generator mixture: logits [B, (T,) V], attention weights
-  [B, (T,) S], source ids [B, S], gate [B, (T,) 1] -> float32 log-probabilities [B, (T,) V]."""
+  [B, (T,) S], source ids [B, S], gate [B, (T,) 1] -> float32 log-probabilities [B, (T,) X].
+  X = `size` >= V (default V): ids V..X-1 are the extended vocabulary's (source tokens outside
+  the vocabulary, `s2s_jax.data.extended_vocab`), which only copying gives mass."""
+  size = logits.shape[-1] if size is None else size
   p_vocab = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  copied = copy_distribution(weights, source_ids_BS, logits.shape[-1])
+  if size > logits.shape[-1]:
+    p_vocab = jnp.pad(p_vocab, [(0, 0)] * (p_vocab.ndim - 1) + [(0, size - logits.shape[-1])])
+  copied = copy_distribution(weights, source_ids_BS, size)
   return jnp.log(jnp.maximum(g * p_vocab + (1.0 - g) * copied, _TINY))

@@ -265,7 +265,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 def _train(config, workdir: str, record: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   par = parallel.DataParallel(config.train.parallel)
-  inputs = prepare_inputs({**config.data, "seed": config.seed}, workdir, par.batch_multiple)
+  inputs = prepare_inputs({**config.data, "seed": config.seed}, workdir, par.batch_multiple,
+                          copy_slots=config.model.get("copy_oov_slots", 0))
   _check_source(config.model, inputs, config.data.dataset)
   model_config = ModelConfig.for_vocabularies(config.model, inputs.source_vocab_size,
                                               inputs.target_tokenizer.vocab_size)

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from s2s_jax.data import extended_vocab
 from s2s_jax.data.tokenizers import Tokenizer
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
 
@@ -92,17 +93,29 @@ class TokenizedSplit:
   src_offsets: np.ndarray  # [N + 1]
   tgt_ids: np.ndarray
   tgt_offsets: np.ndarray  # [N + 1]
+  # With copy_slots: each source's tokens outside the vocabulary that have extra ids
+  # (`extended_vocab`), in id order; () otherwise.
+  oovs: tuple[tuple[str, ...], ...] = ()
 
   @classmethod
-  def build(cls, pairs: Iterable[tuple[str, str]], source: Tokenizer, target: Tokenizer
-            ) -> TokenizedSplit:
-    """Tokenizes every (source, target) pair, e.g. a `datasets.TextPairs`, in order."""
-    src, tgt = [], []
+  def build(cls, pairs: Iterable[tuple[str, str]], source: Tokenizer, target: Tokenizer,
+            copy_slots: int = 0) -> TokenizedSplit:
+    """Tokenizes every (source, target) pair, e.g. a `datasets.TextPairs`, in order; with
+    `copy_slots` > 0 (copy attention's extended vocabulary; one shared tokenizer), each
+    source's first `copy_slots` distinct unknown tokens get extra ids, on both sides."""
+    src, tgt, oovs = [], [], []
     for source_text, target_text in pairs:
-      src.append(source.encode(source_text))
-      tgt.append(target.encode(target_text))
-    dtype = np.uint16 if max(source.vocab_size, target.vocab_size) <= 1 << 16 else np.int32
-    return cls(*flatten(src, dtype), *flatten(tgt, dtype))
+      if copy_slots:
+        ids, found = extended_vocab.extend_source(source, source_text, copy_slots)
+        src.append(ids)
+        tgt.append(extended_vocab.extend_target(target, target_text, found))
+        oovs.append(found)
+      else:
+        src.append(source.encode(source_text))
+        tgt.append(target.encode(target_text))
+    largest = max(source.vocab_size, target.vocab_size) + copy_slots
+    dtype = np.uint16 if largest <= 1 << 16 else np.int32
+    return cls(*flatten(src, dtype), *flatten(tgt, dtype), tuple(oovs))
 
   def __len__(self) -> int:
     return len(self.src_offsets) - 1

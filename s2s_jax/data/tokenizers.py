@@ -48,6 +48,8 @@ class Tokenizer(Protocol):
 
   def unknown(self, text: str) -> list[str]: ...
 
+  def unknown_surfaces(self, text: str) -> list[str]: ...
+
   def save(self, path: str) -> None: ...
 
 
@@ -103,7 +105,11 @@ class VocabTokenizer:
 
   def unknown(self, text: str) -> list[str]:
     """The tokens of `text` outside the vocabulary (encoded as <unk>), each once, in order."""
-    return list(dict.fromkeys(t for t in self.split(text) if t not in self._ids))
+    return list(dict.fromkeys(self.unknown_surfaces(text)))
+
+  def unknown_surfaces(self, text: str) -> list[str]:
+    """The text of each <unk> that `encode(text)` gives, in order (repeats included)."""
+    return [t for t in self.split(text) if t not in self._ids]
 
   def decode(self, ids: Iterable[int]) -> str:
     return ("" if self.kind == "char" else " ").join(self.pieces(_until_eos(ids)))
@@ -169,9 +175,14 @@ class SentencePieceTokenizer:
 
   def unknown(self, text: str) -> list[str]:
     """The pieces of `text` that encode as <unk>, each once, in order."""
+    return list(dict.fromkeys(self.unknown_surfaces(text)))
+
+  def unknown_surfaces(self, text: str) -> list[str]:
+    """The text of each <unk> that `encode(text)` gives, in order (repeats included):
+    sentencepiece makes one <unk> of a run of unknown characters."""
     text = text.lower() if self.lowercase else text
-    pieces = self._sp.encode(text, return_type="proto").pieces
-    return list(dict.fromkeys(p.surface for p in pieces if p.id == UNK_ID))
+    return [p.surface for p in self._sp.encode(text, return_type="proto").pieces
+            if p.id == UNK_ID]
 
   def decode(self, ids: Iterable[int]) -> str:
     return self._sp.decode(_until_eos(ids))
