@@ -134,6 +134,17 @@ def test_extra_ids_read_as_unk_and_a_closed_gate_puts_their_attention_on_them():
   assert int(out.tokens_BRT.max()) >= 12
 
 
+def test_a_copy_beam_over_extra_ids_gives_each_sentence_what_it_gives_it_alone():
+  from s2s_jax import search
+  model, params = _model()
+  opts = search.SearchOptions(beam_size=3, nbest=2, max_len=5)
+  both = search.search_jit(params, model.config, SRC, opts)
+  for b in range(2):
+    alone = search.search_jit(params, model.config, SRC[b:b + 1], opts)
+    np.testing.assert_array_equal(alone.tokens_BRT[0], both.tokens_BRT[b])
+    np.testing.assert_allclose(alone.score_BR[0], both.score_BR[b], rtol=1e-5)
+
+
 def test_hypotheses_name_the_source_tokens_behind_extra_ids():
   out = decoding.Hypotheses(
       tokens_BRT=np.array([[[WORDS.vocab_size, _id("a"), EOS_ID, PAD_ID]]]),
