@@ -276,6 +276,7 @@ def _top_candidates(increments_NV: jax.Array, alive_BK: jax.Array, M: int
   return score_BM, flat_BM // V, (flat_BM % V).astype(jnp.int32)
 
 
+@jax.named_scope("log_softmax")
 def _log_softmax(logits_NV: jax.Array) -> jax.Array:
   shifted_NV, log_normalizer_N = _shifted_and_log_normalizer(logits_NV.astype(jnp.float32))
   return shifted_NV - log_normalizer_N[:, None]
@@ -312,6 +313,15 @@ def _candidates(s: _BeamState, logprob_NV: jax.Array, prefix: PrefixScorer | Non
   return score_BM, parent_BM, token_BM, logprob_BM, expanded
 
 
+def _check_beam(alpha: float, length_penalty_kind: str, nbest: int, beam_size: int) -> None:
+  length_penalty(1, alpha, length_penalty_kind)  # validates the kind
+  if alpha < 0:
+    raise ValueError(f"alpha={alpha} must be >= 0 (the stopping rule needs a penalty that "
+                     "does not shrink with length)")
+  if not 1 <= nbest <= beam_size:
+    raise ValueError(f"nbest={nbest} must be between 1 and beam_size={beam_size}")
+
+
 def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, max_length: int,
                 *, alpha: float = 0.0, length_penalty_kind: str = "gnmt", nbest: int = 1,
                 limit_B: jax.Array | None = None, prefix: PrefixScorer | None = None
@@ -329,43 +339,46 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, beam_size: int, ma
   With a `prefix` scorer, candidates rank by the joint score (see `PrefixScorer`) and `score`
   is the joint score over the penalty; `logprob` stays the model's.
   """
-  length_penalty(1, alpha, length_penalty_kind)  # validates the kind
-  if alpha < 0:
-    raise ValueError(f"alpha={alpha} must be >= 0 (the stopping rule needs a penalty that "
-                     "does not shrink with length)")
-  if not 1 <= nbest <= beam_size:
-    raise ValueError(f"nbest={nbest} must be between 1 and beam_size={beam_size}")
+  _check_beam(alpha, length_penalty_kind, nbest, beam_size)
   B, K, T, R = batch_size, beam_size, max_length, nbest
   limit_B = _limits(limit_B, B, T)
   best_possible_penalty_B = length_penalty(limit_B, alpha, length_penalty_kind)
   batch_B1 = jnp.arange(B)[:, None]
 
   def body(s: _BeamState) -> _BeamState:
-    logits_NV, carry = step_fn(s.carry, s.token_BK.reshape(B * K))
+    # The named scopes label each part's kernels in profiles (benchmarks/profile_decode.py).
+    with jax.named_scope("beam_step"):
+      logits_NV, carry = step_fn(s.carry, s.token_BK.reshape(B * K))
     M = min(2 * K, K * logits_NV.shape[-1])
-    cand_score_BM, parent_BM, cand_token_BM, cand_logprob_BM, expanded = _candidates(
-        s, _log_softmax(logits_NV), prefix, M)
-    cand_BMT = s.alive_BKT[batch_B1, parent_BM].at[:, :, s.t].set(cand_token_BM)
+    with jax.named_scope("beam_select"):
+      cand_score_BM, parent_BM, cand_token_BM, cand_logprob_BM, expanded = _candidates(
+          s, _log_softmax(logits_NV), prefix, M)
+    with jax.named_scope("beam_history"):
+      cand_BMT = s.alive_BKT[batch_B1, parent_BM].at[:, :, s.t].set(cand_token_BM)
     length = s.t + 1
     ends_BM = (cand_token_BM == EOS_ID) | (length >= limit_B)[:, None]
     # Live on: the K best candidates that did not end.
-    alive_score_BK, pick_BK = jax.lax.top_k(jnp.where(ends_BM, -jnp.inf, cand_score_BM), K)
+    with jax.named_scope("beam_select"):
+      alive_score_BK, pick_BK = jax.lax.top_k(jnp.where(ends_BM, -jnp.inf, cand_score_BM), K)
     rows_N = (batch_B1 * K + parent_BM[batch_B1, pick_BK]).reshape(B * K)
-    carry = gather_rows(carry, rows_N)
+    with jax.named_scope("beam_reorder"):
+      carry = gather_rows(carry, rows_N)
     token_BK = cand_token_BM[batch_B1, pick_BK]
     # Finished: the candidates among the K best that ended compete for the n-best list.
     penalty = length_penalty(length, alpha, length_penalty_kind)
     finishes_BM = ends_BM & (jnp.arange(M) < K)[None, :]
-    finished = _merge_finished(s.finished, cand_BMT, cand_logprob_BM,
-                               jnp.where(finishes_BM, cand_score_BM / penalty, -jnp.inf), length)
+    with jax.named_scope("beam_finished"):
+      finished_BM = jnp.where(finishes_BM, cand_score_BM / penalty, -jnp.inf)
+      finished = _merge_finished(s.finished, cand_BMT, cand_logprob_BM, finished_BM, length)
     best_live_B = jnp.max(alive_score_BK, axis=1) / best_possible_penalty_B
     done_B = best_live_B <= finished.score_BR[:, -1]
+    with jax.named_scope("beam_history"):
+      alive_BKT = cand_BMT[batch_B1, pick_BK]
     if prefix is None:
-      return _BeamState(length, carry, token_BK, cand_BMT[batch_B1, pick_BK], alive_score_BK,
-                        finished, done_B)
-    return _BeamState(length, carry, token_BK, cand_BMT[batch_B1, pick_BK],
-                      cand_logprob_BM[batch_B1, pick_BK], finished, done_B,
-                      prefix.select(expanded, rows_N, token_BK.reshape(B * K)), alive_score_BK)
+      return _BeamState(length, carry, token_BK, alive_BKT, alive_score_BK, finished, done_B)
+    return _BeamState(length, carry, token_BK, alive_BKT, cand_logprob_BM[batch_B1, pick_BK],
+                      finished, done_B, prefix.select(expanded, rows_N, token_BK.ravel()),
+                      alive_score_BK)
 
   start = _start(carry, B, K, T, R, prefix)
   return jax.lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done_B), body, start).finished
