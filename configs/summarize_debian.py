@@ -1,14 +1,15 @@
 """Summarization of Debian package descriptions (the offline `debian_descriptions` corpus,
-docs/data.md): a description's first paragraph -> its one-line synopsis, with shared
-SentencePiece subwords and copy attention (pointer-generator, See et al. 2017).
+docs/summarization.md): a description's first paragraph -> its one-line synopsis, with shared
+SentencePiece subwords, copy attention (pointer-generator) and coverage (See et al. 2017).
 
   apt-get update -o Acquire::Languages=en       # fetches apt's English descriptions (root)
   python train.py --config=configs/summarize_debian.py --workdir=/tmp/sum
   python decode.py --workdir=/tmp/sum --split=test              # ROUGE-1/2/L on stderr
 
-Without copy attention: `--config.model.copy_attention=False`. The extractive baselines are
-`python benchmarks/summarize_lead.py` (test ROUGE-L 31.2 for the first 12 words).
-Sized for the 2 CPU cores: at most 55 minutes of training, early stopping on validation ROUGE-L.
+Test ROUGE-1/2/L 43.3 / 23.7 / 40.0 with greedy search at 2,000 steps (lead-12: 36.1 / 17.3 /
+31.2); without coverage (`--config.model.coverage=False --config.train.coverage_loss_weight=0`)
+42.8 / 22.9 / 39.7 with 4.6x the repeated trigrams; without copy attention as well 15.4 / 4.3 /
+14.4 (docs/summarization.md). Sized for the 2 CPU cores: 2,000 steps, capped at 55 minutes.
 """
 
 import ml_collections
@@ -41,10 +42,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.tie_embeddings = True
   c.model.dropout = 0.2
   c.model.copy_attention = True
+  # With subwords that cover every training character no test source token is <unk>, so the
+  # extended vocabulary (model.copy_oov_slots) has nothing to copy here; word vocabularies need it.
+  c.model.coverage = True
 
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 300
-  c.train.num_steps = 12_000
+  c.train.coverage_loss_weight = 1.0  # See et al.'s lambda
+  c.train.num_steps = 2_000  # the schedule's length: the measured runs' (docs/summarization.md)
   c.train.max_minutes = 55.0
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
