@@ -87,24 +87,32 @@ def test_a_closed_gate_emits_the_attended_source_token_whatever_the_softmax_says
   assert float(np.exp(logp[0, 9])) == pytest.approx(float(weights[0, 1]), rel=1e-5)
 
 
-def test_beam_scores_of_a_copy_model_are_its_teacher_forced_log_probabilities():
-  model, params = _model()
-  enc = model.apply({"params": params}, SRC, method=Seq2Seq.encode)
-  K, T = 3, 6
-  tiled = decoding.tile_beams(enc, K)
+def assert_beam_scores_are_teacher_forced(model, params, src, beam_size=3, max_length=6,
+                                          nbest=2):
+  """Each n-best hypothesis' beam log-prob equals the sum of the model's teacher-forced
+  log-probabilities of its tokens (so the carry the beam reorders follows its hypothesis)."""
+  enc = model.apply({"params": params}, src, method=Seq2Seq.encode)
+  tiled = decoding.tile_beams(enc, beam_size)
 
   def step(carry, tokens):
     return model.apply({"params": params}, tiled, carry, tokens, method=Seq2Seq.decode_step)
 
-  out = decoding.beam_search(step, tiled.initial_carry, 2, K, T, alpha=0.0, nbest=2)
-  for b in range(2):
-    for r in range(2):
+  out = decoding.beam_search(step, tiled.initial_carry, src.shape[0], beam_size, max_length,
+                             alpha=0.0, nbest=nbest)
+  for b in range(src.shape[0]):
+    for r in range(nbest):
       tokens = [int(t) for t in out.tokens_BRT[b, r] if t != PAD_ID]
       tgt_in = jnp.array([[BOS_ID, *tokens[:-1]]], jnp.int32)
-      logp = model.apply({"params": params}, SRC[b:b + 1], tgt_in)[0]
+      logp = jax.nn.log_softmax(model.apply({"params": params}, src[b:b + 1], tgt_in)[0])
       total = sum(float(logp[t, tok]) for t, tok in enumerate(tokens))
       assert float(out.logprob_BR[b, r]) == pytest.approx(total, abs=1e-4)
-  assert EOS_ID in np.asarray(out.tokens_BRT) or out.length_BR.max() == T
+  return out
+
+
+def test_beam_scores_of_a_copy_model_are_its_teacher_forced_log_probabilities():
+  model, params = _model()
+  out = assert_beam_scores_are_teacher_forced(model, params, SRC)
+  assert EOS_ID in np.asarray(out.tokens_BRT) or out.length_BR.max() == 6
 
 
 @pytest.mark.parametrize(("kw", "message"), [

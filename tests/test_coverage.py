@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import coverage, decoding, training
+from s2s_jax import coverage, training
 from s2s_jax.model import ModelConfig, Seq2Seq
 from s2s_jax.special_ids import BOS_ID, EOS_ID, PAD_ID
+from tests.test_copy_attention import assert_beam_scores_are_teacher_forced
 
 
 def numpy_term(p, c):
@@ -126,21 +127,7 @@ def test_a_strong_negative_coverage_term_moves_attention_along_the_source():
 
 def test_beam_scores_of_a_coverage_model_are_its_teacher_forced_log_probabilities():
   model, params = _model()
-  enc = model.apply({"params": params}, SRC, method=Seq2Seq.encode)
-  K, T = 3, 6
-  tiled = decoding.tile_beams(enc, K)
-
-  def step(carry, tokens):
-    return model.apply({"params": params}, tiled, carry, tokens, method=Seq2Seq.decode_step)
-
-  out = decoding.beam_search(step, tiled.initial_carry, 2, K, T, alpha=0.0, nbest=3)
-  for b in range(2):
-    for r in range(3):
-      tokens = [int(t) for t in out.tokens_BRT[b, r] if t != PAD_ID]
-      tgt_in = jnp.array([[BOS_ID, *tokens[:-1]]], jnp.int32)
-      logp = jax.nn.log_softmax(model.apply({"params": params}, SRC[b:b + 1], tgt_in)[0])
-      total = sum(float(logp[t, tok]) for t, tok in enumerate(tokens))
-      assert float(out.logprob_BR[b, r]) == pytest.approx(total, abs=1e-4)
+  assert_beam_scores_are_teacher_forced(model, params, SRC, nbest=3)
 
 
 def test_the_train_step_adds_the_weighted_coverage_loss_to_the_cross_entropy():
