@@ -20,7 +20,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -66,15 +65,7 @@ def main() -> None:
     states[name], _ = steps[name](states[name], batch, jax.random.PRNGKey(1))  # compile
     jax.block_until_ready(states[name])
 
-  times = {name: [] for name in steps}
-  order = list(steps)
-  for r in range(args.rounds):
-    for name in order if r % 2 == 0 else order[::-1]:
-      start = time.perf_counter()
-      for _ in range(args.steps):
-        states[name], _ = steps[name](states[name], batch, jax.random.PRNGKey(1))
-      jax.block_until_ready(states[name])
-      times[name].append((time.perf_counter() - start) / args.steps)
+  times = ctc_step.interleaved_seconds(steps, states, batch, args.rounds, args.steps)
   median = {name: statistics.median(t) for name, t in times.items()}
   report = {"batch": {k: list(v.shape) for k, v in batch.items()},
             "seconds_per_step": times, "median_seconds": median,

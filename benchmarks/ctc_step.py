@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -58,6 +59,23 @@ def _batch(cfg: ModelConfig, rows: int, length: int, frames: int, target: int, s
   return batch
 
 
+def interleaved_seconds(steps: dict, states: dict, batch, rounds: int, per_round: int
+                        ) -> dict[Any, list[float]]:
+  """Seconds per train step of each compiled `steps[k]` on `batch`, timed `per_round` steps at
+  a time in rounds of alternating order (A B .., .. B A) so drift hits every side alike;
+  `states` is updated in place."""
+  times = {k: [] for k in steps}
+  order = list(steps)
+  for r in range(rounds):
+    for k in order if r % 2 == 0 else order[::-1]:
+      start = time.perf_counter()
+      for _ in range(per_round):
+        states[k], _ = steps[k](states[k], batch, jax.random.PRNGKey(1))
+      jax.block_until_ready(states[k])
+      times[k].append((time.perf_counter() - start) / per_round)
+  return times
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default=os.path.join(ROOT, "configs", "asr_words.py"))
@@ -85,15 +103,7 @@ def main() -> None:
     states[weight], _ = steps[weight](states[weight], batch, jax.random.PRNGKey(1))  # compile
     jax.block_until_ready(states[weight])
 
-  times = {w: [] for w in steps}
-  order = list(steps)
-  for r in range(args.rounds):
-    for weight in order if r % 2 == 0 else order[::-1]:
-      start = time.perf_counter()
-      for _ in range(args.steps):
-        states[weight], _ = steps[weight](states[weight], batch, jax.random.PRNGKey(1))
-      jax.block_until_ready(states[weight])
-      times[weight].append((time.perf_counter() - start) / args.steps)
+  times = interleaved_seconds(steps, states, batch, args.rounds, args.steps)
   median = {w: statistics.median(t) for w, t in times.items()}
   ratio = median[args.ctc_weight] / median[0.0]
   report = {"config": os.path.relpath(args.config, ROOT), "ctc_weight": args.ctc_weight,

@@ -43,35 +43,6 @@ WHAT = {"beam_step": "step function", "log_softmax": "log-softmax over V",
         "beam_finished": "finished n-best bookkeeping"}
 
 
-def outer_loops(text: str) -> dict[str, str | None]:
-  """Instruction name -> the outermost `while` it runs in (None outside every loop)."""
-  comp_of, caller_of, opcode = {}, {}, {}
-  comp = None
-  for line in text.splitlines():
-    m = profile_step._COMP.match(line)
-    if m:
-      comp = m.group(1)
-      continue
-    m = profile_step._INST.match(line)
-    if not m or comp is None:
-      continue
-    comp_of[m.group(1)] = comp
-    op = profile_step._OPCODE.match(profile_step._split_shape(line[m.end():])[1])
-    opcode[m.group(1)] = op.group(1) if op else "?"
-    for callee in profile_step._CALLS.findall(line):
-      caller_of.setdefault(callee, m.group(1))
-  out = {}
-  for name in comp_of:
-    outer, comp, seen = None, comp_of[name], 0
-    while comp in caller_of and seen < 30:
-      caller = caller_of[comp]
-      if opcode.get(caller) == "while":
-        outer = caller
-      comp, seen = comp_of[caller], seen + 1
-    out[name] = outer
-  return out
-
-
 def part_of(inst: dict, in_beam_loop: bool, rows: int, vocab: int) -> str:
   """The part of a beam decode one kernel belongs to. Kernels whose op names lost their scope
   (XLA's fusions keep one op's name) are told apart by shape: the step's work has one row per
@@ -115,7 +86,7 @@ def _setup(workload: str):
 
 def _step_flops(cfg, rows: int, source_len: int) -> float:
   """Matmul FLOPs of one decoder step over `rows` rows (embedding lookups not counted)."""
-  H, E, V = cfg.hidden_size, cfg.embed_size, cfg.tgt_vocab_size
+  H, V = cfg.hidden_size, cfg.tgt_vocab_size
   D = cfg.memory_size
   lstm = sum(2 * rows * ((cfg.decoder_input_size if layer == 0 else H) + H) * 4 * H
              for layer in range(cfg.decoder_layers))
@@ -124,7 +95,6 @@ def _step_flops(cfg, rows: int, source_len: int) -> float:
     attention += 2 * rows * H * D
   readout = 2 * rows * (H + D) * cfg.readout_size
   output = 2 * rows * cfg.readout_size * V
-  del E
   return lstm + attention + readout + output
 
 
@@ -163,8 +133,7 @@ def main() -> None:
                               max_len_ratio=10.0, max_len_offset=max_length)
   fn = jax.jit(lambda p, s: search.search(p, cfg, s, opts, max_length))
   compiled = fn.lower(params, src).compile()
-  text = compiled.as_text()
-  insts, loops = profile_step.parse_hlo(text), outer_loops(text)
+  insts = profile_step.parse_hlo(compiled.as_text())
   out = compiled(params, src)
   jax.block_until_ready(out)
 
@@ -183,11 +152,11 @@ def main() -> None:
   B, S = src.shape
   N = B * args.beam
   # The beam loop is the while that holds the step's scope (the encoder's scans are others).
-  beam_loop = collections.Counter(loops[n] for n, i in insts.items()
+  beam_loop = collections.Counter(i["outer_loop"] for i in insts.values()
                                   if "/beam_step" in i["op_name"]).most_common(1)[0][0]
 
   def part_name(name: str) -> str:
-    return part_of(insts[name], loops.get(name) == beam_loop, N, V)
+    return part_of(insts[name], insts[name]["outer_loop"] == beam_loop, N, V)
 
   per_part, per_kernel, calls = collections.Counter(), collections.Counter(), collections.Counter()
   for e in events:
@@ -228,8 +197,8 @@ def main() -> None:
   print("| part | kernel ms / decode | share |\n|---|---|---|")
   for part, seconds in per_part.most_common():
     print(f"| {part} | {1e3 * seconds:.1f} | {seconds / kernel_total:.0%} |")
-  looped = sorted((n for n in per_kernel if loops.get(n) == beam_loop), key=per_kernel.get,
-                  reverse=True)
+  looped = sorted((n for n in per_kernel if insts[n]["outer_loop"] == beam_loop),
+                  key=per_kernel.get, reverse=True)
   print("\n| loop kernel | part | what | calls / decode | ms / decode |\n|---|---|---|---|---|")
   for n in looped[:args.kernels]:
     print(f"| {n} | {part_name(n)} | {profile_step.describe(n, insts[n])} | "

@@ -44,7 +44,8 @@ _KIND = re.compile(r'"kind":"(\w+)"|kind=(k\w+)')
 
 
 def parse_hlo(text: str) -> dict[str, dict]:
-  """Instruction name -> {opcode, shape, op_name, kind}; op names inherited from the calling
+  """Instruction name -> {opcode, shape, op_name, kind, in_loop, outer_loop (the outermost
+  `while` it runs in)}; op names inherited from the calling
   instruction where the compiler left none (loop plumbing, fusion internals)."""
   insts, comp_of, caller_of = {}, {}, {}
   comp = None
@@ -76,7 +77,8 @@ def parse_hlo(text: str) -> dict[str, dict]:
     return inherited(caller, depth + 1) if caller else ""
 
   for name, inst in insts.items():
-    inst["in_loop"] = _in_loop(name, comp_of, caller_of, insts)
+    inst["outer_loop"] = _outer_loop(name, comp_of, caller_of, insts)
+    inst["in_loop"] = inst["outer_loop"] is not None
     if not inst["op_name"]:
       inst["op_name"] = inherited(name)
   return insts
@@ -95,14 +97,15 @@ def _split_shape(text: str) -> tuple[str, str]:
   return text, ""
 
 
-def _in_loop(name, comp_of, caller_of, insts) -> bool:
-  comp, seen = comp_of[name], 0
-  while comp in caller_of and seen < 20:
+def _outer_loop(name, comp_of, caller_of, insts) -> str | None:
+  """The outermost `while` instruction that runs `name` (None outside every loop)."""
+  outer, comp, seen = None, comp_of[name], 0
+  while comp in caller_of and seen < 30:
     caller = caller_of[comp]
     if insts[caller]["opcode"] == "while":
-      return True
+      outer = caller
     comp, seen = comp_of[caller], seen + 1
-  return False
+  return outer
 
 
 def part_of(inst: dict) -> str:
